@@ -1,0 +1,77 @@
+"""The inputs a sans-IO replica consumes and the actions it returns.
+
+A replica never performs I/O, sleeps or reads a clock: the runtime (or the
+simulator) feeds it events with the current time and carries out its actions
+in order.  Carrying them out in order is what makes "durable before
+acknowledged" hold: a `CommitBlock` is stored before any later `Send`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.block import Block
+from ledger.encoding import Struct
+from ledger.state import Receipt, State
+from ledger.tx import Tx
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """A decoded message from an authenticated peer (`sender` is its node id)."""
+
+    sender: str
+    message: Struct
+
+
+@dataclass(frozen=True)
+class ClientTx:
+    """A client transaction whose stateless checks (signature, chain id) already passed."""
+
+    tx: Tx
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    name: str
+
+
+Event = MessageReceived | ClientTx | TimerFired
+
+
+@dataclass(frozen=True)
+class Send:
+    to: str
+    message: Struct
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """Send to every other member."""
+
+    message: Struct
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    """Fire `TimerFired(name)` after `delay_ms`; setting a timer again replaces it."""
+
+    name: str
+    delay_ms: int
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True)
+class CommitBlock:
+    """A block is final: store it (with its proof) before doing anything else."""
+
+    block: Block
+    receipts: tuple[Receipt, ...]
+    state: State
+
+
+Action = Send | Broadcast | SetTimer | CancelTimer | CommitBlock

@@ -1,0 +1,95 @@
+"""Blocks, their headers, and the genesis that roots a chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.encoding import Struct, Tag
+from ledger.errors import InvalidBlock
+from ledger.merkle import merkle_root
+from ledger.tx import Tx
+
+ZERO_HASH = bytes(32)
+
+
+@dataclass(frozen=True)
+class BlockHeader(Struct):
+    """What a block's hash covers.  `state_root` is the state after applying the block."""
+
+    TAG = Tag.BLOCK_HEADER
+    chain_id: str
+    height: int
+    parent: bytes
+    timestamp_ms: int
+    proposer: str
+    tx_root: bytes
+    receipts_root: bytes
+    state_root: bytes
+
+
+@dataclass(frozen=True)
+class Block(Struct):
+    """A header, its transactions, and the consensus proof of finality.
+
+    `proof` is opaque to the ledger (for PBFT an encoded commit certificate), so
+    the ledger never depends on a consensus protocol; it is empty while proposed.
+    """
+
+    TAG = Tag.BLOCK
+    header: BlockHeader
+    txs: tuple[Tx, ...]
+    proof: bytes
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.sha256()
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def with_proof(self, proof: bytes) -> Block:
+        return Block(self.header, self.txs, proof)
+
+
+def tx_root(txs: tuple[Tx, ...] | list[Tx]) -> bytes:
+    return merkle_root([tx.tx_id for tx in txs])
+
+
+def check_successor(parent: BlockHeader, header: BlockHeader) -> None:
+    """The header links to `parent`: same chain, next height, parent hash, time not going back."""
+    if header.chain_id != parent.chain_id:
+        raise InvalidBlock(f"chain id {header.chain_id!r} != {parent.chain_id!r}")
+    if header.height != parent.height + 1:
+        raise InvalidBlock(f"height {header.height} does not follow {parent.height}")
+    if header.parent != parent.sha256():
+        raise InvalidBlock(f"block {header.height} does not link to its parent's hash")
+    if header.timestamp_ms < parent.timestamp_ms:
+        raise InvalidBlock(f"block {header.height} timestamp goes back in time")
+
+
+@dataclass(frozen=True)
+class Member(Struct):
+    """A consensus member: a node id and its Ed25519 public key."""
+
+    TAG = Tag.MEMBER
+    node_id: str
+    public_key: bytes
+
+
+@dataclass(frozen=True)
+class Genesis(Struct):
+    """The chain's root: its id, members (in replica order) and opening balances.
+
+    `accounts` maps hex addresses to balances (canonical maps need str keys).
+    """
+
+    TAG = Tag.GENESIS
+    chain_id: str
+    timestamp_ms: int
+    members: tuple[Member, ...]
+    accounts: dict[str, Any]
+
+    def balances(self) -> dict[bytes, int]:
+        return {bytes.fromhex(a): int(b) for a, b in self.accounts.items()}

@@ -1,0 +1,237 @@
+"""The one canonical encoding for everything that is hashed, signed or sent.
+
+A message is one domain-tag byte followed by msgpack of a list of its fields.
+Canonical means: maps have str keys in sorted order, integers use msgpack's
+shortest form, only int/bytes/str/bool/None/list/map occur (no floats, no
+extension types), and there are no trailing bytes.  Decoding re-encodes and
+compares, so any other byte string for the same value is rejected.
+
+A nested struct is embedded as the bytes of its own encoding, so every
+sub-message keeps its domain tag and can be hashed without re-encoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import types
+import typing
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import Any, ClassVar, Self, TypeVar
+
+import msgpack
+
+MAX_INT = 2**63 - 1
+MIN_INT = -(2**63)
+
+
+class Tag(IntEnum):
+    """Domain tags: one byte per message kind, so no two kinds share a hash or signature."""
+
+    TX = 0x01
+    BLOCK_HEADER = 0x02
+    BLOCK = 0x03
+    RECEIPT = 0x04
+    ACCOUNT = 0x05
+    GENESIS = 0x06
+    MERKLE_LEAF = 0x07
+    MERKLE_NODE = 0x08
+    ADDRESS = 0x09
+    PRE_PREPARE = 0x10
+    PREPARE = 0x11
+    COMMIT = 0x12
+    FORWARD_TXS = 0x13
+    COMMIT_CERTIFICATE = 0x14
+    MEMBER = 0x0A
+    HELLO = 0x20
+
+
+SIGNING_BIT = 0x80  # a struct's signing bytes use its tag | 0x80, so they never equal an encoding
+
+
+class DecodeError(ValueError):
+    """Bytes that are not the canonical encoding of the expected message."""
+
+
+def hash_bytes(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _canonical(value: Any) -> Any:
+    """Check a plain value is encodable and return it with maps key-sorted."""
+    if value is None or isinstance(value, bool | str | bytes):
+        return value
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            raise ValueError(f"integer out of range: {value}")
+        return value
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError("map keys must be str")
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    raise ValueError(f"type {type(value).__name__} cannot be encoded canonically")
+
+
+def pack(value: Any) -> bytes:
+    """msgpack of a plain value in canonical form."""
+    return msgpack.packb(_canonical(value), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes) -> Any:
+    """Inverse of pack; rejects trailing bytes and any non-canonical form."""
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+        raise DecodeError(f"malformed msgpack: {type(e).__name__}") from e
+    except (ValueError, UnicodeDecodeError, TypeError) as e:
+        raise DecodeError(f"malformed msgpack: {e}") from e
+    try:
+        again = pack(value)
+    except ValueError as e:
+        raise DecodeError(f"non-canonical value: {e}") from e
+    if again != data:
+        raise DecodeError("non-canonical encoding")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Structs: frozen dataclasses with a tag, encoded as a list of their fields.
+
+_REGISTRY: dict[int, type[Struct]] = {}
+S = TypeVar("S", bound="Struct")
+
+
+class Struct:
+    """Base of every tagged message.  Subclasses are frozen dataclasses.
+
+    Field types allowed: int, bool, str, bytes, None-able variants, tuple[T, ...],
+    dict[str, Any] (plain canonical values) and other Structs.
+    """
+
+    TAG: ClassVar[Tag]
+    UNSIGNED: ClassVar[tuple[str, ...]] = ("signature",)  # fields left out of signing bytes
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        tag = cls.__dict__.get("TAG")
+        if tag is not None:
+            if tag in _REGISTRY:
+                raise TypeError(f"duplicate tag {tag!r} for {cls.__name__}")
+            _REGISTRY[tag] = cls
+
+    def to_list(self, exclude: tuple[str, ...] = ()) -> list[Any]:
+        hints = _hints(type(self))
+        return [
+            _to_wire(getattr(self, f.name), hints[f.name])
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if f.name not in exclude
+        ]
+
+    def encode(self) -> bytes:
+        # Cached on the instance: frozen dataclasses are immutable, so the bytes never change.
+        cached: bytes | None = self.__dict__.get("_encoded")
+        if cached is None:
+            cached = bytes([self.TAG]) + pack(self.to_list())
+            object.__setattr__(self, "_encoded", cached)
+        return cached
+
+    def signing_bytes(self) -> bytes:
+        return bytes([self.TAG | SIGNING_BIT]) + pack(self.to_list(self.UNSIGNED))
+
+    def sha256(self) -> bytes:
+        cached: bytes | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash_bytes(self.encode())
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        if not data or data[0] != cls.TAG:
+            raise DecodeError(f"expected {cls.__name__} (tag {cls.TAG:#04x})")
+        obj = cls.from_list(unpack(data[1:]))
+        object.__setattr__(obj, "_encoded", bytes(data))
+        return obj
+
+    @classmethod
+    def from_list(cls, items: Any) -> Self:
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        if not isinstance(items, list) or len(items) != len(fields):
+            raise DecodeError(f"{cls.__name__}: expected a list of {len(fields)} fields")
+        hints = _hints(cls)
+        values = {
+            f.name: _from_wire(v, hints[f.name], f.name) for f, v in zip(fields, items, strict=True)
+        }
+        try:
+            return cls(**values)
+        except (ValueError, TypeError) as e:
+            raise DecodeError(f"{cls.__name__}: {e}") from e
+
+
+def decode_any(data: bytes) -> Struct:
+    """Decode a message of any registered kind, dispatching on its tag byte."""
+    if not data:
+        raise DecodeError("empty message")
+    cls = _REGISTRY.get(data[0])
+    if cls is None:
+        raise DecodeError(f"unknown message tag {data[0]:#04x}")
+    return cls.decode(data)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
+def _to_wire(value: Any, tp: Any) -> Any:
+    if isinstance(value, Struct):
+        return value.encode()
+    if isinstance(value, tuple):
+        (item_tp, _) = typing.get_args(tp) if typing.get_origin(tp) is tuple else (Any, ...)
+        return [_to_wire(v, item_tp) for v in value]
+    return value
+
+
+def _from_wire(value: Any, tp: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is types.UnionType or origin is typing.Union:
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [t for t in options if t is not type(None)]
+        return _from_wire(value, inner, name)
+    if origin is tuple:
+        item_tp = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise DecodeError(f"field {name!r}: expected a list")
+        return tuple(_from_wire(v, item_tp, name) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise DecodeError(f"field {name!r}: expected a map")
+        return value
+    if isinstance(tp, type) and issubclass(tp, Struct):
+        if not isinstance(value, bytes):
+            raise DecodeError(f"field {name!r}: expected embedded {tp.__name__} bytes")
+        return tp.decode(value)
+    return _check_scalar(value, tp, name)
+
+
+def _check_scalar(value: Any, tp: Any, name: str) -> Any:
+    if tp is Any:
+        return value
+    ok = (
+        isinstance(value, bool)
+        if tp is bool
+        else (isinstance(value, tp) and not isinstance(value, bool))
+    )
+    if not ok:
+        raise DecodeError(f"field {name!r}: expected {getattr(tp, '__name__', tp)}")
+    return value

@@ -1,0 +1,162 @@
+"""SQLite store of blocks, txs, receipts and state.  One SQL transaction per block.
+
+WAL mode with synchronous=FULL: once `append` returns, the block survives a
+crash or power loss, so the node may acknowledge it.  On reopen the state is
+reloaded and its root checked against the last block's header.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.block import Block, BlockHeader, Genesis
+from ledger.errors import InvalidBlock
+from ledger.state import Account, Receipt, State, genesis_header
+from ledger.tx import Tx
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks(
+    height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,
+    header BLOB NOT NULL, proof BLOB NOT NULL, n_txs INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS txs(
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, tx_id BLOB NOT NULL,
+    raw BLOB NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (height, idx));
+CREATE INDEX IF NOT EXISTS txs_by_id ON txs(tx_id);
+CREATE TABLE IF NOT EXISTS accounts(
+    address BLOB PRIMARY KEY, balance INTEGER NOT NULL, nonce INTEGER NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """The database does not belong to this chain or is inconsistent."""
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    tx: Tx
+    height: int
+    index: int
+    reason: str
+
+
+class Store:
+    """The durable chain.  Holds the committed state in memory, mirrored on disk."""
+
+    def __init__(self, path: str | Path, genesis: Genesis, *, synchronous: str = "FULL") -> None:
+        self.genesis = genesis
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(SCHEMA)
+        stored = self._db.execute("SELECT value FROM meta WHERE key='genesis'").fetchone()
+        if stored is None:
+            self._init(genesis)
+        elif bytes(stored[0]) != genesis.encode():
+            raise StoreError(f"{path} holds a different chain than genesis {genesis.chain_id!r}")
+        self.state, self.last_header = self._load()
+        self.tx_count: int = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
+
+    def _init(self, genesis: Genesis) -> None:
+        state, header = State.from_genesis(genesis), genesis_header(genesis)
+        with self._transaction():
+            self._db.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.encode(),))
+            self._insert_block(Block(header, (), b""), ())
+            self._write_accounts(state.accounts.values())
+
+    def _load(self) -> tuple[State, BlockHeader]:
+        row = self._db.execute("SELECT header FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+        header = BlockHeader.decode(bytes(row[0]))
+        rows = self._db.execute("SELECT address, balance, nonce FROM accounts").fetchall()
+        state = State({bytes(a): Account(bytes(a), b, n) for a, b, n in rows})
+        if state.root() != header.state_root:
+            raise StoreError(f"stored state does not match block {header.height}'s state root")
+        return state, header
+
+    @property
+    def height(self) -> int:
+        return self.last_header.height
+
+    def append(self, block: Block, receipts: tuple[Receipt, ...], state: State) -> None:
+        """Durably add the next block with its receipts and the state after it."""
+        if block.header.parent != self.last_header.sha256():
+            raise InvalidBlock(f"block {block.height} does not extend the stored chain")
+        if state.root() != block.header.state_root:
+            raise InvalidBlock(f"block {block.height}: state does not match its state root")
+        before = self.state.accounts
+        changed = [a for addr, a in state.accounts.items() if before.get(addr) is not a]
+        with self._transaction():
+            self._insert_block(block, receipts)
+            self._write_accounts(changed)
+        self.state, self.last_header = state, block.header
+        self.tx_count += len(block.txs)
+
+    def _insert_block(self, block: Block, receipts: tuple[Receipt, ...]) -> None:
+        h = block.height
+        self._db.execute(
+            "INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
+            (h, block.hash, block.header.encode(), block.proof, len(block.txs)),
+        )
+        self._db.executemany(
+            "INSERT INTO txs VALUES (?, ?, ?, ?, ?)",
+            [
+                (h, i, tx.tx_id, tx.encode(), r.reason)
+                for i, (tx, r) in enumerate(zip(block.txs, receipts, strict=True))
+            ],
+        )
+
+    def _write_accounts(self, accounts: Iterable[Account]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
+            [(a.address, a.balance, a.nonce) for a in accounts],
+        )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def get_block(self, height: int) -> Block | None:
+        row = self._db.execute(
+            "SELECT header, proof FROM blocks WHERE height=?", (height,)
+        ).fetchone()
+        if row is None:
+            return None
+        raws = self._db.execute(
+            "SELECT raw FROM txs WHERE height=? ORDER BY idx", (height,)
+        ).fetchall()
+        txs = tuple(Tx.decode(bytes(r[0])) for r in raws)
+        return Block(BlockHeader.decode(bytes(row[0])), txs, bytes(row[1]))
+
+    def get_receipts(self, height: int) -> tuple[Receipt, ...]:
+        rows = self._db.execute(
+            "SELECT tx_id, reason FROM txs WHERE height=? ORDER BY idx", (height,)
+        ).fetchall()
+        return tuple(Receipt(bytes(t), r) for t, r in rows)
+
+    def get_tx(self, tx_id: bytes) -> TxRecord | None:
+        """The latest inclusion of `tx_id` (a failed tx may be included again later)."""
+        row = self._db.execute(
+            "SELECT raw, height, idx, reason FROM txs WHERE tx_id=? ORDER BY height DESC LIMIT 1",
+            (tx_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return TxRecord(Tx.decode(bytes(row[0])), row[1], row[2], row[3])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

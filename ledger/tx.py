@@ -1,0 +1,79 @@
+"""Signed transactions.  The native kind is `transfer`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.crypto import ADDRESS_SIZE, PUBLIC_KEY_SIZE, KeyPair, address_of, verify
+from ledger.encoding import MAX_INT, Struct, Tag
+from ledger.errors import BadSignature, MalformedTx, WrongChain
+
+MAX_TX_BYTES = 16 * 1024
+TRANSFER = "transfer"
+KINDS = frozenset({TRANSFER})
+
+
+@dataclass(frozen=True)
+class Tx(Struct):
+    """A transaction: signed by `sender` (an Ed25519 public key) over every other field."""
+
+    TAG = Tag.TX
+    chain_id: str
+    sender: bytes
+    nonce: int
+    kind: str
+    payload: dict[str, Any]
+    signature: bytes
+
+    @classmethod
+    def create(
+        cls, key: KeyPair, chain_id: str, nonce: int, kind: str, payload: dict[str, Any]
+    ) -> Tx:
+        unsigned = cls(chain_id, key.public_key, nonce, kind, payload, b"")
+        return cls(
+            chain_id, key.public_key, nonce, kind, payload, key.sign(unsigned.signing_bytes())
+        )
+
+    @property
+    def tx_id(self) -> bytes:
+        """The hash of the signed encoding (Ed25519 signatures are not malleable in libsodium)."""
+        return self.sha256()
+
+    @property
+    def sender_address(self) -> bytes:
+        cached: bytes | None = self.__dict__.get("_addr")
+        if cached is None:
+            cached = address_of(self.sender)
+            object.__setattr__(self, "_addr", cached)
+        return cached
+
+    def check_stateless(self, chain_id: str) -> None:
+        """Everything that can be checked without state: shape, chain id, payload, signature."""
+        if self.chain_id != chain_id:
+            raise WrongChain(f"tx is for chain {self.chain_id!r}, this is {chain_id!r}")
+        if len(self.sender) != PUBLIC_KEY_SIZE:
+            raise MalformedTx("sender must be a 32-byte Ed25519 public key")
+        if not 0 <= self.nonce <= MAX_INT:
+            raise MalformedTx("nonce must be a non-negative integer")
+        if len(self.encode()) > MAX_TX_BYTES:
+            raise MalformedTx(f"tx larger than {MAX_TX_BYTES} bytes")
+        check_payload(self.kind, self.payload)
+        if not verify(self.sender, self.signing_bytes(), self.signature):
+            raise BadSignature("signature does not verify against the sender's key")
+
+
+def check_payload(kind: str, payload: dict[str, Any]) -> None:
+    if kind not in KINDS:
+        raise MalformedTx(f"unknown tx kind {kind!r}; known: {sorted(KINDS)}")
+    if set(payload) != {"to", "amount"}:
+        raise MalformedTx("transfer payload must have exactly the keys 'to' and 'amount'")
+    to, amount = payload["to"], payload["amount"]
+    if not isinstance(to, bytes) or len(to) != ADDRESS_SIZE:
+        raise MalformedTx(f"'to' must be a {ADDRESS_SIZE}-byte address")
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_INT:
+        raise MalformedTx("'amount' must be a positive integer")
+
+
+def transfer(key: KeyPair, chain_id: str, nonce: int, to: bytes, amount: int) -> Tx:
+    return Tx.create(key, chain_id, nonce, TRANSFER, {"to": to, "amount": amount})

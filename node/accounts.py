@@ -1,0 +1,26 @@
+"""Named accounts of a cluster (keys in data_dir) and address parsing for the CLI."""
+
+from __future__ import annotations
+
+from ledger.crypto import ADDRESS_SIZE, KeyPair
+from node.bootstrap import load_key
+from node.config import ClusterConfig, ConfigError
+
+
+def account_key(cfg: ClusterConfig, name: str) -> KeyPair:
+    path = cfg.account_key_path(name)
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.key"))
+        raise ConfigError(f"no account named {name!r} in {cfg.data_dir} (known: {known})")
+    return load_key(path)
+
+
+def resolve_address(cfg: ClusterConfig, name_or_address: str) -> bytes:
+    """A 40-hex-digit address, or the name of an account whose key is in data_dir."""
+    text = name_or_address.removeprefix("0x")
+    if len(text) == 2 * ADDRESS_SIZE:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    return account_key(cfg, name_or_address).address

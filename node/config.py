@@ -1,0 +1,136 @@
+"""cluster.toml: the description of a local cluster, and where its files live."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """cluster.toml is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    id: str
+    host: str
+    port: int
+    rpc_port: int
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.host}:{self.rpc_port}/rpc"
+
+
+@dataclass(frozen=True)
+class PbftSettings:
+    batch_size_max: int = 500
+    batch_wait_ms: int = 10
+    window: int = 8
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    path: Path
+    name: str
+    consensus: str
+    transport: str
+    data_dir: Path
+    nodes: tuple[NodeSpec, ...]
+    accounts: dict[str, int]
+    pbft: PbftSettings = field(default_factory=PbftSettings)
+    max_frame_bytes: int = 4 << 20
+    sqlite_synchronous: str = "FULL"
+
+    def node(self, node_id: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise ConfigError(f"no node {node_id!r} in {self.path} (nodes: {self.node_ids()})")
+
+    def node_ids(self) -> list[str]:
+        return [n.id for n in self.nodes]
+
+    # where things live under data_dir
+    @property
+    def genesis_path(self) -> Path:
+        return self.data_dir / "genesis.bin"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    def node_key_path(self, node_id: str) -> Path:
+        return self.data_dir / "keys" / "nodes" / f"{node_id}.key"
+
+    def account_key_path(self, name: str) -> Path:
+        return self.data_dir / "keys" / "accounts" / f"{name}.key"
+
+    def db_path(self, node_id: str) -> Path:
+        return self.data_dir / node_id / "chain.sqlite"
+
+    def log_path(self, node_id: str) -> Path:
+        return self.data_dir / "logs" / f"{node_id}.log"
+
+    def pid_path(self, node_id: str) -> Path:
+        return self.data_dir / "pids" / f"{node_id}.pid"
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no cluster config at {path} (pass one with -c/--config)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    try:
+        return _parse(path, raw)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _parse(path: Path, raw: dict[str, Any]) -> ClusterConfig:
+    cluster = raw.get("cluster", {})
+    consensus = cluster.get("consensus", "pbft")
+    transport = cluster.get("transport", "tcp")
+    if consensus != "pbft":
+        raise ValueError(f"consensus {consensus!r} is not supported yet (supported: pbft)")
+    if transport != "tcp":
+        raise ValueError(f"transport {transport!r} is not supported yet (supported: tcp)")
+    nodes = tuple(
+        NodeSpec(str(n["id"]), str(n.get("host", "127.0.0.1")), int(n["port"]), int(n["rpc_port"]))
+        for n in raw.get("node", [])
+    )
+    if len(nodes) < 4:
+        raise ValueError(
+            f"PBFT needs at least 4 [[node]] entries (3f+1 with f>=1), got {len(nodes)}"
+        )
+    if len({n.id for n in nodes}) != len(nodes):
+        raise ValueError("[[node]] ids must be unique")
+    ports = [p for n in nodes for p in (n.port, n.rpc_port)]
+    if len(set(ports)) != len(ports):
+        raise ValueError("every node needs its own port and rpc_port")
+    accounts = {str(k): int(v) for k, v in raw.get("genesis", {}).get("accounts", {}).items()}
+    if any(v < 0 for v in accounts.values()):
+        raise ValueError("genesis balances must be non-negative")
+    data_dir = Path(cluster.get("data_dir", f".tally/{cluster.get('name', 'local')}"))
+    pbft = raw.get("pbft", {})
+    return ClusterConfig(
+        path=path,
+        name=str(cluster.get("name", "local")),
+        consensus=consensus,
+        transport=transport,
+        data_dir=(path.parent / data_dir).resolve(),
+        nodes=nodes,
+        accounts=accounts,
+        pbft=PbftSettings(
+            batch_size_max=int(pbft.get("batch_size_max", 500)),
+            batch_wait_ms=int(pbft.get("batch_wait_ms", 10)),
+            window=int(pbft.get("window", 8)),
+        ),
+        max_frame_bytes=int(cluster.get("max_frame_bytes", 4 << 20)),
+        sqlite_synchronous=str(cluster.get("sqlite_synchronous", "FULL")).upper(),
+    )

@@ -1,0 +1,173 @@
+"""Start and stop a cluster's node processes, tracked by PID files in data_dir."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.bootstrap import ensure_initialized
+from node.config import ClusterConfig, NodeSpec
+from node.rpc.client import RpcClient, RpcUnavailable
+from node.rpc.jsonrpc import RpcError
+
+
+class LaunchError(Exception):
+    """The cluster could not be started; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Stopped:
+    node_id: str
+    pid: int
+    how: str  # "terminated", "killed", "not running"
+
+
+def running_pid(cfg: ClusterConfig, node_id: str) -> int | None:
+    """The PID recorded for `node_id` if that process is alive and is our node."""
+    try:
+        pid = int(cfg.pid_path(node_id).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    # A recycled PID belongs to someone else: only claim our own node process.
+    return pid if b"node.main" in cmdline and node_id.encode() in cmdline else None
+
+
+def start_node(cfg: ClusterConfig, node: NodeSpec, log_level: str = "INFO") -> int:
+    cfg.log_path(node.id).parent.mkdir(parents=True, exist_ok=True)
+    cfg.pid_path(node.id).parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "node.main",
+        "-c",
+        str(cfg.path),
+        "--node",
+        node.id,
+        "--log-level",
+        log_level,
+    ]
+    with open(cfg.log_path(node.id), "ab") as logf:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the node outlives the CLI and ignores its Ctrl-C
+        )
+    cfg.pid_path(node.id).write_text(str(proc.pid))
+    return proc.pid
+
+
+def check_ports_free(cfg: ClusterConfig, nodes: list[NodeSpec]) -> None:
+    for node in nodes:
+        for port in (node.port, node.rpc_port):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((node.host, port))
+                except OSError:
+                    raise LaunchError(
+                        f"port {node.host}:{port} for {node.id} is in use; stop what holds it "
+                        f"or change the port in {cfg.path.name}"
+                    ) from None
+
+
+def up(cfg: ClusterConfig, timeout_s: float = 30.0, log_level: str = "INFO") -> dict[str, int]:
+    """Start every node that is not running; return once all answer `status`."""
+    ensure_initialized(cfg)
+    to_start = [n for n in cfg.nodes if running_pid(cfg, n.id) is None]
+    check_ports_free(cfg, to_start)
+    pids = {n.id: start_node(cfg, n, log_level) for n in to_start}
+    try:
+        asyncio.run(wait_healthy(cfg, timeout_s))
+    except LaunchError:
+        down(cfg)
+        raise
+    return pids
+
+
+async def wait_healthy(cfg: ClusterConfig, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = list(cfg.nodes)
+    while pending:
+        node = pending[0]
+        if running_pid(cfg, node.id) is None:
+            raise LaunchError(f"node {node.id} exited during start-up:\n{log_tail(cfg, node.id)}")
+        try:
+            async with RpcClient(node.rpc_url, timeout=1.0) as client:
+                await client.call("status")
+            pending.pop(0)
+            continue
+        except (RpcUnavailable, RpcError):
+            pass
+        if time.monotonic() > deadline:
+            raise LaunchError(
+                f"node {node.id} not healthy after {timeout_s:.0f}s:\n{log_tail(cfg, node.id)}"
+            )
+        await asyncio.sleep(0.1)
+
+
+def log_tail(cfg: ClusterConfig, node_id: str, lines: int = 15) -> str:
+    try:
+        text = cfg.log_path(node_id).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def down(cfg: ClusterConfig, grace_s: float = 5.0) -> list[Stopped]:
+    """Stop exactly the processes `up` started (by recorded PID): SIGTERM, then SIGKILL."""
+    result = []
+    for node in cfg.nodes:
+        pid = running_pid(cfg, node.id)
+        if pid is None:
+            cfg.pid_path(node.id).unlink(missing_ok=True)
+            continue
+        result.append(Stopped(node.id, pid, stop_pid(pid, grace_s)))
+        cfg.pid_path(node.id).unlink(missing_ok=True)
+    return result
+
+
+def stop_pid(pid: int, grace_s: float) -> str:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "not running"
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return "terminated"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.02)
+    return "killed"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our child (the CLI that ran `up` may still be the parent).
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -1,0 +1,134 @@
+"""Async JSON-RPC 2.0 client for a Tally node, plus `call_sync` for simple CLI use."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from node.rpc.jsonrpc import INTERNAL_ERROR, RpcError
+
+__all__ = ["RpcClient", "RpcError", "RpcUnavailable", "call_sync"]
+
+
+class RpcUnavailable(ConnectionError):
+    """The node could not be reached, timed out, or did not answer with JSON-RPC."""
+
+
+class RpcClient:
+    """One keep-alive HTTP session to one node endpoint.
+
+    `url` is the JSON-RPC endpoint; a bare `http://host:port` gets the default `/rpc` path.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
+        parsed = URL(url)
+        self.url = str(parsed.with_path("/rpc") if parsed.path in ("", "/") else parsed)
+        self._timeout = timeout
+        self._headers = {"Content-Type": "application/json"}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._ids = itertools.count(1)
+        # Created lazily: an aiohttp session must be created inside the running event loop.
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RpcClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, method: str, /, **params: Any) -> Any:
+        """Call `method` with by-name params; raise RpcError if the node answers with an error."""
+        request = {"jsonrpc": "2.0", "method": method, "params": params, "id": next(self._ids)}
+        response = await self._post(request)
+        if not isinstance(response, dict) or not ("result" in response or "error" in response):
+            raise RpcUnavailable(f"malformed JSON-RPC response from {self.url}: {response!r}")
+        if "error" in response:
+            raise RpcError.from_json(response["error"])
+        return response["result"]
+
+    async def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any | RpcError]:
+        """Send `calls` as one batch; results come back in call order, errors as RpcError values.
+
+        Raises RpcError only if the node rejects the batch as a whole (e.g. it is too large).
+        """
+        if not calls:
+            return []  # the protocol has no empty batch; the server would answer -32600
+        ids = [next(self._ids) for _ in calls]
+        requests = [
+            {"jsonrpc": "2.0", "method": method, "params": params, "id": id_}
+            for id_, (method, params) in zip(ids, calls, strict=True)
+        ]
+        response = await self._post(requests)
+        if isinstance(response, dict) and "error" in response:
+            raise RpcError.from_json(response["error"])
+        if not isinstance(response, list):
+            raise RpcUnavailable(f"malformed JSON-RPC batch response from {self.url}")
+        by_id = {
+            r["id"]: r for r in response if isinstance(r, dict) and isinstance(r.get("id"), int)
+        }
+        return [_outcome(by_id.get(id_)) for id_ in ids]
+
+    async def _post(self, payload: Any) -> Any:
+        session = self._get_session()
+        try:
+            async with session.post(self.url, data=json.dumps(payload)) as resp:
+                body = await resp.read()
+                status, reason = resp.status, resp.reason
+        except TimeoutError as exc:
+            raise RpcUnavailable(f"node at {self.url} timed out after {self._timeout}s") from exc
+        except aiohttp.ClientError as exc:
+            raise RpcUnavailable(f"cannot reach node at {self.url}: {exc}") from exc
+        try:
+            return json.loads(body)
+        except ValueError:
+            # 413 and other JSON-RPC errors carry a JSON body; anything else is not our node.
+            raise RpcUnavailable(
+                f"node at {self.url} answered HTTP {status} {reason} without a JSON-RPC body"
+            ) from None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
+        return self._session
+
+
+def _outcome(response: Any) -> Any:
+    if response is None:
+        return RpcError(INTERNAL_ERROR, "no response for this call in the batch")
+    if "error" in response:
+        return RpcError.from_json(response["error"])
+    return response.get("result")
+
+
+def call_sync(
+    url: str, method: str, /, token: str | None = None, timeout: float = 10.0, **params: Any
+) -> Any:
+    """Blocking one-shot call for CLI use; must not be called from inside an event loop.
+
+    Params named `token` or `timeout` cannot be passed this way; use RpcClient.call for those.
+    """
+
+    async def run() -> Any:
+        async with RpcClient(url, timeout=timeout, token=token) as client:
+            return await client.call(method, **params)
+
+    return asyncio.run(run())

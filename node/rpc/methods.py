@@ -1,0 +1,137 @@
+"""The ledger's JSON-RPC methods, registered on a Dispatcher for one node."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ledger.crypto import ADDRESS_SIZE
+from ledger.errors import LedgerError, UnknownBlock, UnknownTx
+from node.config import NodeSpec
+from node.rpc.jsonrpc import INVALID_PARAMS, Dispatcher, RpcError, param
+from node.runtime import NodeRuntime, now_ms
+from node.views import account_view, block_view, tx_view
+
+WAIT_TIMEOUT_S = 30.0
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def ledger_errors(fn: Handler) -> Handler:
+    """Turn a typed LedgerError into a JSON-RPC error with its documented code."""
+
+    @functools.wraps(fn)
+    async def wrapper(params: dict[str, Any]) -> Any:
+        try:
+            return await fn(params)
+        except LedgerError as e:
+            raise RpcError(e.code, str(e), {"error": e.name}) from None
+
+    return wrapper
+
+
+def hex_param(params: dict[str, Any], name: str, size: int | None = None) -> bytes:
+    text = param(params, name, str)
+    try:
+        value = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise RpcError(INVALID_PARAMS, f"invalid param {name!r}: expected hex") from None
+    if size is not None and len(value) != size:
+        raise RpcError(INVALID_PARAMS, f"invalid param {name!r}: expected {size} bytes of hex")
+    return value
+
+
+def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, ...]) -> None:
+    store, replica = node.store, node.replica
+    members = node.genesis.members
+
+    async def status(params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "node_id": node.node_id,
+            "chain_id": node.chain_id,
+            "role": "primary" if replica.is_primary else "backup",
+            "view": replica.view,
+            "height": store.height,
+            "last_block_hash": store.last_header.sha256().hex(),
+            "state_root": store.last_header.state_root.hex(),
+            "txs_committed": store.tx_count,
+            "mempool": len(replica.mempool),
+            "queue": node.queue.qsize(),
+            "uptime_s": round((now_ms() - node.started_ms) / 1000, 1),
+            "consensus": dict(replica.stats),
+            "errors": dict(node.errors) | {f"rpc{k}": v for k, v in dispatcher.errors.items()},
+            "transport": vars(node.transport.stats),
+        }
+
+    async def submit_tx(params: dict[str, Any]) -> dict[str, Any]:
+        wait = param(params, "wait", str, required=False)
+        if wait not in (None, "commit"):
+            raise RpcError(INVALID_PARAMS, "invalid param 'wait': expected \"commit\"")
+        try:
+            tx = node.check_tx(hex_param(params, "tx"))
+        except LedgerError as e:
+            node.count_error(e)
+            raise
+        done = store.get_tx(tx.tx_id)
+        if done is not None:
+            return {"tx_id": tx.tx_id.hex(), "height": done.height, "status": done.reason}
+        future = node.submit(tx, wait=wait == "commit")
+        if future is None:
+            return {"tx_id": tx.tx_id.hex(), "status": "pending"}
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), WAIT_TIMEOUT_S)
+        except TimeoutError:
+            node.forget_waiter(tx.tx_id, future)
+            return {"tx_id": tx.tx_id.hex(), "status": "pending"}
+
+    async def get_block(params: dict[str, Any]) -> dict[str, Any]:
+        height = param(params, "height", int)
+        block = store.get_block(height)
+        if block is None:
+            raise UnknownBlock(f"no block at height {height} (height is {store.height})")
+        return block_view(block, store.get_receipts(height), members)
+
+    async def get_tx(params: dict[str, Any]) -> dict[str, Any]:
+        tx_id = hex_param(params, "tx_id", 32)
+        record = store.get_tx(tx_id)
+        if record is not None:
+            return tx_view(record.tx, record.reason) | {
+                "height": record.height,
+                "index": record.index,
+                "raw": record.tx.encode().hex(),
+            }
+        if tx_id in replica.mempool:
+            return {"tx_id": tx_id.hex(), "status": "pending"}
+        raise UnknownTx(f"no tx {tx_id.hex()} on this node")
+
+    async def get_account(params: dict[str, Any]) -> dict[str, Any]:
+        address = hex_param(params, "address", ADDRESS_SIZE)
+        return account_view(store.state.account(address), replica.next_nonce(address))
+
+    async def members_(params: dict[str, Any]) -> list[dict[str, Any]]:
+        specs = {n.id: n for n in nodes}
+        return [
+            {
+                "node_id": m.node_id,
+                "public_key": m.public_key.hex(),
+                "host": specs[m.node_id].host if m.node_id in specs else None,
+                "port": specs[m.node_id].port if m.node_id in specs else None,
+                "rpc_port": specs[m.node_id].rpc_port if m.node_id in specs else None,
+            }
+            for m in members
+        ]
+
+    async def genesis(params: dict[str, Any]) -> dict[str, Any]:
+        return {"chain_id": node.chain_id, "raw": node.genesis.encode().hex()}
+
+    for name, fn in [
+        ("status", status),
+        ("submit_tx", submit_tx),
+        ("get_block", get_block),
+        ("get_tx", get_tx),
+        ("get_account", get_account),
+        ("members", members_),
+        ("genesis", genesis),
+    ]:
+        dispatcher.register(name, ledger_errors(fn))

@@ -1,0 +1,187 @@
+"""The asyncio runtime of one node: one task drives the replica from one bounded queue.
+
+Peer frames, client txs and timers all become events on `queue`; the replica
+answers with actions, carried out in order.  A `CommitBlock` is written to
+SQLite (fsync) before any later action runs and before any client hears
+"committed", so nothing acknowledged is ever lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from consensus.events import (
+    Action,
+    Broadcast,
+    CancelTimer,
+    ClientTx,
+    CommitBlock,
+    Event,
+    MessageReceived,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+from consensus.pbft.replica import Replica
+from ledger.block import Genesis
+from ledger.encoding import DecodeError, decode_any
+from ledger.errors import BadNonce, InsufficientFunds, LedgerError, MalformedTx, Overloaded
+from ledger.store import Store
+from ledger.tx import TRANSFER, Tx
+from node.transport.base import Transport
+
+log = logging.getLogger("tally.node")
+
+QUEUE_SIZE = 20_000
+MAX_NONCE_GAP = 10_000  # how far ahead of its account a tx's nonce may be
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        node_id: str,
+        genesis: Genesis,
+        replica: Replica,
+        store: Store,
+        transport: Transport,
+    ) -> None:
+        self.node_id, self.genesis = node_id, genesis
+        self.replica, self.store, self.transport = replica, store, transport
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
+        self.errors: Counter[str] = Counter()
+        self.started_ms = now_ms()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._waiters: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id
+
+    async def start(self) -> None:
+        await self.transport.start(self._on_frame)
+        self._task = asyncio.create_task(self._run(), name=f"replica-{self.node_id}")
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.transport.stop()
+        for futures in self._waiters.values():
+            for f in futures:
+                f.cancel()
+        self.store.close()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            event = await self.queue.get()
+            try:
+                self._carry_out(self.replica.step(event, now_ms()))
+            except Exception:
+                # A bug must not silently stop consensus on this node: log loudly, go on.
+                self.errors["internal_error"] += 1
+                log.exception("error handling %s", type(event).__name__)
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send(to, message):
+                    self.transport.send(to, message.encode())
+                case Broadcast(message):
+                    self.transport.broadcast(message.encode())
+                case SetTimer(name, delay_ms):
+                    self._set_timer(name, delay_ms)
+                case CancelTimer(name):
+                    handle = self._timers.pop(name, None)
+                    if handle is not None:
+                        handle.cancel()
+                case CommitBlock(block, receipts, state):
+                    self.store.append(block, receipts, state)  # durable before acknowledged
+                    self._notify(block.height, block.txs, receipts)
+
+    def _set_timer(self, name: str, delay_ms: int) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[name] = loop.call_later(delay_ms / 1000, self._fire, name)
+
+    def _fire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        try:
+            self.queue.put_nowait(TimerFired(name))
+        except asyncio.QueueFull:
+            self._set_timer(name, 1)  # a timer must not be lost: try again shortly
+
+    async def _on_frame(self, peer_id: str, payload: bytes) -> None:
+        try:
+            message = decode_any(payload)
+        except DecodeError as e:
+            self.errors["bad_frame"] += 1
+            log.warning("undecodable frame from %s: %s", peer_id, e)
+            return
+        await self.queue.put(MessageReceived(peer_id, message))
+
+    # -- client transactions ---------------------------------------------------------------
+
+    def check_tx(self, raw: bytes) -> Tx:
+        """Every check a tx can fail before ordering; raises a typed LedgerError."""
+        try:
+            tx = Tx.decode(raw)
+        except DecodeError as e:
+            raise MalformedTx(f"not a canonical signed tx: {e}") from None
+        tx.check_stateless(self.chain_id)
+        account = self.store.state.account(tx.sender_address)
+        if tx.nonce < account.nonce:
+            raise BadNonce(f"nonce {tx.nonce} already used; the account's next is {account.nonce}")
+        if tx.nonce > account.nonce + MAX_NONCE_GAP:
+            raise BadNonce(f"nonce {tx.nonce} is too far ahead of the account's {account.nonce}")
+        if tx.kind == TRANSFER and tx.payload["amount"] > account.balance:
+            raise InsufficientFunds(
+                f"balance {account.balance} is less than the amount {tx.payload['amount']}"
+            )
+        return tx
+
+    def submit(self, tx: Tx, *, wait: bool) -> asyncio.Future[dict[str, Any]] | None:
+        """Queue a checked tx for ordering; with `wait`, a future resolved once it commits."""
+        future: asyncio.Future[dict[str, Any]] | None = None
+        if wait:
+            future = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(tx.tx_id, []).append(future)
+        try:
+            self.queue.put_nowait(ClientTx(tx))
+        except asyncio.QueueFull:
+            self.errors["overloaded"] += 1
+            if future is not None:
+                self._waiters[tx.tx_id].remove(future)
+            raise Overloaded("the node's input queue is full; retry later") from None
+        return future
+
+    def forget_waiter(self, tx_id: bytes, future: asyncio.Future[dict[str, Any]]) -> None:
+        futures = self._waiters.get(tx_id, [])
+        if future in futures:
+            futures.remove(future)
+        if not futures:
+            self._waiters.pop(tx_id, None)
+
+    def _notify(self, height: int, txs: tuple[Tx, ...], receipts: tuple[Any, ...]) -> None:
+        for tx, receipt in zip(txs, receipts, strict=True):
+            for future in self._waiters.pop(tx.tx_id, []):
+                if not future.done():
+                    result = {"tx_id": tx.tx_id.hex(), "height": height, "status": receipt.reason}
+                    future.set_result(result)
+
+    def count_error(self, error: LedgerError | str) -> None:
+        self.errors[error if isinstance(error, str) else error.name] += 1

@@ -1,0 +1,68 @@
+"""JSON views of ledger objects for RPC answers and the CLI (bytes shown as hex)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consensus.pbft.messages import CommitCertificate
+from ledger.block import Block, Member
+from ledger.encoding import DecodeError
+from ledger.state import Account, Receipt
+from ledger.tx import Tx
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def tx_view(tx: Tx, status: str) -> dict[str, Any]:
+    return {
+        "tx_id": tx.tx_id.hex(),
+        "sender": tx.sender_address.hex(),
+        "nonce": tx.nonce,
+        "kind": tx.kind,
+        "payload": jsonable(tx.payload),
+        "status": status,
+    }
+
+
+def block_view(
+    block: Block, receipts: tuple[Receipt, ...], members: tuple[Member, ...]
+) -> dict[str, Any]:
+    h = block.header
+    view: dict[str, Any] = {
+        "height": h.height,
+        "hash": block.hash.hex(),
+        "parent": h.parent.hex(),
+        "timestamp_ms": h.timestamp_ms,
+        "proposer": h.proposer,
+        "tx_root": h.tx_root.hex(),
+        "receipts_root": h.receipts_root.hex(),
+        "state_root": h.state_root.hex(),
+        "txs": [tx_view(tx, r.reason) for tx, r in zip(block.txs, receipts, strict=True)],
+        "certificate": None,
+        "raw": block.encode().hex(),
+    }
+    if block.proof:
+        try:
+            cert = CommitCertificate.decode(block.proof)
+            signers = [members[c.replica].node_id for c in cert.commits if c.replica < len(members)]
+            view["certificate"] = {"view": cert.view, "signers": signers}
+        except DecodeError:
+            view["certificate"] = {"error": "unreadable"}
+    return view
+
+
+def account_view(account: Account, next_nonce: int) -> dict[str, Any]:
+    return {
+        "address": account.address.hex(),
+        "balance": account.balance,
+        "nonce": account.nonce,
+        "next_nonce": next_nonce,
+    }
