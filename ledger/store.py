@@ -129,6 +129,12 @@ class Store:
         txs = tuple(Tx.decode(bytes(r[0])) for r in raws)
         return Block(BlockHeader.decode(bytes(row[0])), txs, bytes(row[1]))
 
+    def get_tx_ids(self, height: int) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT tx_id FROM txs WHERE height=? ORDER BY idx", (height,)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
     def get_receipts(self, height: int) -> tuple[Receipt, ...]:
         rows = self._db.execute(
             "SELECT tx_id, reason FROM txs WHERE height=? ORDER BY idx", (height,)

@@ -87,9 +87,15 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
 
     async def get_block(params: dict[str, Any]) -> dict[str, Any]:
         height = param(params, "height", int)
-        block = store.get_block(height)
-        if block is None:
+        txs = param(params, "txs", str, required=False, default="full")
+        if txs not in ("full", "ids"):
+            raise RpcError(INVALID_PARAMS, 'invalid param \'txs\': expected "full" or "ids"')
+        if not 0 <= height <= store.height:
             raise UnknownBlock(f"no block at height {height} (height is {store.height})")
+        if txs == "ids":
+            return {"height": height, "tx_ids": [t.hex() for t in store.get_tx_ids(height)]}
+        block = store.get_block(height)
+        assert block is not None
         return block_view(block, store.get_receipts(height), members)
 
     async def get_tx(params: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,283 @@
+"""`tally`: run and inspect a local Tally cluster.
+
+Every command reads the cluster description from -c/--config (default
+./cluster.toml).  Commands that print data take --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ledger.tx import transfer
+from node import launcher
+from node.accounts import account_key, resolve_address
+from node.bootstrap import load_genesis
+from node.config import ClusterConfig, ConfigError, load_config
+from node.rpc.client import RpcClient, RpcUnavailable
+from node.rpc.jsonrpc import RpcError
+from node.verify import verify_node
+
+console = Console()
+err = Console(stderr=True)
+
+
+def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], None]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        render(data)
+
+
+def pick_node(cfg: ClusterConfig, node_id: str | None) -> str:
+    return cfg.node(node_id).rpc_url if node_id else cfg.nodes[0].rpc_url
+
+
+# -- cluster lifecycle -----------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    if args.fresh:
+        wipe(cfg)
+    started = launcher.up(cfg, timeout_s=args.timeout)
+    for node in cfg.nodes:
+        how = f"started (pid {started[node.id]})" if node.id in started else "already running"
+        console.print(f"{node.id}: {how}, rpc {node.rpc_url}")
+    console.print(f"[green]cluster {cfg.name!r} is up[/]; logs in {cfg.data_dir / 'logs'}")
+    return 0
+
+
+def wipe(cfg: ClusterConfig) -> None:
+    import shutil
+
+    launcher.down(cfg)
+    if cfg.data_dir.exists():
+        shutil.rmtree(cfg.data_dir)
+
+
+def cmd_down(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    stopped = launcher.down(cfg)
+    for s in stopped:
+        console.print(f"{s.node_id}: pid {s.pid} {s.how}")
+    if not stopped:
+        console.print("no node of this cluster was running")
+    return 0
+
+
+# -- inspection ------------------------------------------------------------------------------
+
+
+async def all_status(cfg: ClusterConfig) -> list[dict[str, Any]]:
+    async def one(node_id: str, url: str) -> dict[str, Any]:
+        try:
+            async with RpcClient(url, timeout=3.0) as client:
+                result: dict[str, Any] = await client.call("status")
+                return result
+        except (RpcUnavailable, RpcError) as e:
+            return {"node_id": node_id, "error": str(e)}
+
+    return list(await asyncio.gather(*(one(n.id, n.rpc_url) for n in cfg.nodes)))
+
+
+def render_status(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="Tally cluster")
+    for col in ("node", "role", "height", "view", "last block hash", "txs committed", "mempool"):
+        table.add_column(col, justify="right" if col in ("height", "view") else "left")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["node_id"], "[red]down[/]", "", "", r["error"][:40], "", "")
+            continue
+        table.add_row(
+            r["node_id"],
+            r["role"],
+            str(r["height"]),
+            str(r["view"]),
+            r["last_block_hash"][:16],
+            str(r["txs_committed"]),
+            str(r["mempool"]),
+        )
+    console.print(table)
+
+
+def cmd_status(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    rows = asyncio.run(all_status(cfg))
+    emit(args, rows, render_status)
+    return 2 if any("error" in r for r in rows) else 0
+
+
+def cmd_transfer(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    genesis = load_genesis(cfg)
+    key = account_key(cfg, args.sender)
+    to = resolve_address(cfg, args.to)
+    url = pick_node(cfg, args.node)
+
+    async def go() -> dict[str, Any]:
+        async with RpcClient(url, timeout=40.0) as client:
+            account = await client.call("get_account", address=key.address.hex())
+            tx = transfer(key, genesis.chain_id, account["next_nonce"], to, args.amount)
+            params: dict[str, Any] = {"tx": tx.encode().hex()}
+            if args.wait:
+                params["wait"] = "commit"
+            result: dict[str, Any] = await client.call("submit_tx", **params)
+            return result
+
+    result = asyncio.run(go())
+    emit(
+        args,
+        result,
+        lambda r: console.print(
+            f"tx {r['tx_id']}: {r['status']}"
+            + (f" at height {r['height']}" if "height" in r else "")
+        ),
+    )
+    return 0 if result["status"] in ("ok", "pending") else 1
+
+
+def cmd_query(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    url = pick_node(cfg, args.node)
+    if args.what == "block":
+        result = rpc(url, "get_block", height=int(args.key))
+    elif args.what == "tx":
+        result = rpc(url, "get_tx", tx_id=args.key)
+    else:
+        result = rpc(url, "get_account", address=resolve_address(cfg, args.key).hex())
+    if not args.json:
+        result.pop("raw", None)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def rpc(url: str, method: str, **params: Any) -> Any:
+    async def go() -> Any:
+        async with RpcClient(url, timeout=10.0) as client:
+            return await client.call(method, **params)
+
+    return asyncio.run(go())
+
+
+def cmd_verify(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    genesis = load_genesis(cfg)
+    nodes = [cfg.node(args.node)] if args.node else list(cfg.nodes)
+
+    async def go() -> list[dict[str, Any]]:
+        reports = await asyncio.gather(*(verify_node(n.id, n.rpc_url, genesis) for n in nodes))
+        return [asdict(r) for r in reports]
+
+    reports = asyncio.run(go())
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            if r["ok"]:
+                console.print(
+                    f"[green]{r['node_id']}: chain valid[/] to height {r['height']} "
+                    f"({r['txs']} txs, hash {r['last_hash'][:16]}, supply {r['total_supply']})"
+                )
+            else:
+                console.print(
+                    f"[red]{r['node_id']}: INVALID at height {r['height']}[/]: {r['error']}"
+                )
+
+    emit(args, reports, render)
+    return 0 if all(r["ok"] for r in reports) else 1
+
+
+def cmd_demo(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    from node.demo import run_demo
+
+    return run_demo(cfg, txs_per_account=args.txs, keep_up=args.keep_up)
+
+
+def cmd_bench(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    from node.bench import run_pbft_bench
+
+    return run_pbft_bench(args)
+
+
+# -- argument parsing ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tally", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "-c", "--config", default="cluster.toml", help="cluster file (default: %(default)s)"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[..., int], help_: str, json_: bool = False
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        if json_:
+            sp.add_argument("--json", action="store_true", help="print JSON")
+        return sp
+
+    up = add("up", cmd_up, "start the cluster (keys and genesis are made on first start)")
+    up.add_argument("--fresh", action="store_true", help="stop it and delete data_dir first")
+    up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for health")
+    add("down", cmd_down, "stop exactly the node processes `up` started")
+    add("status", cmd_status, "one row per node: role, height, view, last hash", json_=True)
+
+    tx = sub.add_parser("tx", help="submit a signed transaction").add_subparsers(
+        dest="tx_kind", required=True, metavar="KIND"
+    )
+    tr = tx.add_parser("transfer", help="move funds between accounts")
+    tr.set_defaults(fn=cmd_transfer)
+    tr.add_argument("--from", dest="sender", required=True, help="account name (key in data_dir)")
+    tr.add_argument("--to", required=True, help="account name or 40-hex-digit address")
+    tr.add_argument("--amount", type=int, required=True)
+    tr.add_argument("--wait", action="store_true", help="wait until committed")
+    tr.add_argument("--node", help="node to submit to (default: the first)")
+    tr.add_argument("--json", action="store_true", help="print JSON")
+
+    q = add("query", cmd_query, "show a block, a tx or an account", json_=True)
+    q.add_argument("what", choices=["block", "tx", "account"])
+    q.add_argument("key", help="block height, tx id (hex), or account name/address")
+    q.add_argument("--node", help="node to ask (default: the first)")
+
+    v = add("verify", cmd_verify, "check a node's whole chain from genesis", json_=True)
+    v.add_argument("--node", help="only this node (default: every node)")
+
+    d = add("demo", cmd_demo, "bring the cluster up, run signed transfers, show agreement, stop")
+    d.add_argument("--txs", type=int, default=200, help="transfers per account (default: 200)")
+    d.add_argument("--keep-up", action="store_true", help="leave the cluster running")
+
+    b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    from node.bench import add_pbft_arguments
+
+    bp = b.add_parser("pbft", help="PBFT throughput and latency with real processes")
+    bp.set_defaults(fn=cmd_bench)
+    add_pbft_arguments(bp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config) if args.fn is not cmd_bench else None
+        return int(args.fn(args, cfg))
+    except (ConfigError, launcher.LaunchError) as e:
+        err.print(f"[red]error:[/] {e}")
+        return 2
+    except RpcUnavailable as e:
+        err.print(f"[red]error:[/] {e}; is the cluster up? (`tally up`)")
+        return 2
+    except RpcError as e:
+        err.print(f"[red]error {e.code}:[/] {e.message}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The benchmark's load generator, run as its own OS process by `tally bench pbft`.
+
+It pre-signs transfers, submits them open-loop at a fixed rate (or, with
+--rate 0, as fast as the cluster takes them with a bounded number in flight),
+watches blocks commit on one node, and writes throughput and
+submit-to-commit latency as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+from ledger.tx import Tx, transfer
+from node.accounts import account_key
+from node.bootstrap import load_genesis
+from node.config import ClusterConfig, load_config
+from node.rpc.client import RpcClient
+from node.rpc.jsonrpc import RpcError
+
+TICK_S = 0.005
+SATURATION_IN_FLIGHT = 4000
+SATURATION_RATE_CAP = 20_000  # presigned txs per second of a saturation run
+
+
+async def presign(cfg: ClusterConfig, count: int) -> list[tuple[int, Tx]]:
+    """`count` transfers as (node index, tx): each sender sticks to one node, in nonce order."""
+    genesis = load_genesis(cfg)
+    names = sorted(cfg.accounts)
+    keys = [account_key(cfg, n) for n in names]
+    async with RpcClient(cfg.nodes[0].rpc_url) as client:
+        calls = [("get_account", {"address": k.address.hex()}) for k in keys]
+        nonces = [a["next_nonce"] for a in await client.batch(calls)]  # type: ignore[index]
+    out = []
+    for i in range(count):
+        s = i % len(keys)
+        to = keys[(s + 1) % len(keys)].address
+        out.append((s % len(cfg.nodes), transfer(keys[s], genesis.chain_id, nonces[s], to, 1)))
+        nonces[s] += 1
+    return out
+
+
+class Run:
+    def __init__(self, cfg: ClusterConfig, rate: int, duration: float) -> None:
+        self.cfg, self.rate, self.duration = cfg, rate, duration
+        self.clients = [RpcClient(n.rpc_url, timeout=30.0) for n in cfg.nodes]
+        self.submitted: dict[bytes, float] = {}
+        self.committed: dict[bytes, float] = {}
+        self.rejected = 0
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def submit(self, node: int, txs: list[Tx]) -> None:
+        now = time.monotonic()
+        for tx in txs:
+            self.submitted[tx.tx_id] = now
+        results = await self.clients[node].batch(
+            [("submit_tx", {"tx": tx.encode().hex()}) for tx in txs]
+        )
+        self.rejected += sum(isinstance(r, RpcError) for r in results)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Record when each tx shows up in a committed block on the first node."""
+        client, height = self.clients[0], (await self.clients[0].call("status"))["height"]
+        while not stop.is_set():
+            top = (await client.call("status"))["height"]
+            for h in range(height + 1, top + 1):
+                block = await client.call("get_block", height=h, txs="ids")
+                now = time.monotonic()
+                for tx_id in block["tx_ids"]:
+                    self.committed.setdefault(bytes.fromhex(tx_id), now)
+            height = top
+            await asyncio.sleep(TICK_S)
+
+    async def drive(self, work: list[tuple[int, Tx]]) -> tuple[float, float]:
+        start, i = time.monotonic(), 0
+        end = start + self.duration
+        while (now := time.monotonic()) < end and i < len(work):
+            if self.rate:
+                due = min(len(work), int((now - start) * self.rate)) - i
+            else:
+                due = SATURATION_IN_FLIGHT - (len(self.submitted) - len(self.committed))
+            by_node: dict[int, list[Tx]] = {}
+            for node, tx in work[i : i + max(0, due)]:
+                by_node.setdefault(node, []).append(tx)
+            i += max(0, due)
+            for node, txs in by_node.items():
+                task = asyncio.create_task(self.submit(node, txs))
+                self.pending.add(task)
+                task.add_done_callback(self.pending.discard)
+            await asyncio.sleep(TICK_S)
+        return start, time.monotonic()
+
+
+async def run(cfg: ClusterConfig, rate: int, duration: float, drain_s: float) -> dict[str, Any]:
+    count = int(rate * duration) if rate else int(SATURATION_RATE_CAP * duration)
+    work = await presign(cfg, count)
+    r = Run(cfg, rate, duration)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(r.watch(stop))
+    start, end = await r.drive(work)
+    deadline = time.monotonic() + drain_s
+    while len(r.committed) < len(r.submitted) - r.rejected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    stop.set()
+    await watcher
+    await asyncio.gather(*r.pending)
+    for c in r.clients:
+        await c.close()
+    return summarize(r, start, end)
+
+
+def summarize(r: Run, start: float, end: float) -> dict[str, Any]:
+    in_window = sum(1 for t in r.committed.values() if start <= t <= end)
+    lat = sorted(1000 * (r.committed[t] - s) for t, s in r.submitted.items() if t in r.committed)
+
+    def pct(p: float) -> float | None:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else None
+
+    return {
+        "mode": "fixed" if r.rate else "saturation",
+        "offered_tps": r.rate or None,
+        "duration_s": round(end - start, 2),
+        "submitted": len(r.submitted),
+        "rejected": r.rejected,
+        "committed": len(r.committed),
+        "committed_tps": round(in_window / (end - start), 1),
+        "latency_ms": {
+            "p50": pct(0.50),
+            "p90": pct(0.90),
+            "p99": pct(0.99),
+            "mean": round(statistics.fmean(lat), 1) if lat else None,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m node.loadgen", description=__doc__)
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--rate", type=int, required=True, help="offered tx/s; 0 = saturation")
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for stragglers")
+    p.add_argument("--out", required=True, help="JSON result file")
+    args = p.parse_args(argv)
+    result = asyncio.run(run(load_config(args.config), args.rate, args.duration, args.drain))
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
