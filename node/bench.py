@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 from node import launcher
-from node.config import load_config
+from node.config import load_config, local_cluster_toml
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=110)  # the table stays readable in logs and CI
 
 
 def add_pbft_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,29 +53,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def write_cluster(workdir: Path, args: argparse.Namespace) -> Path:
-    ports = free_ports(2 * args.nodes)
-    lines = [
-        "[cluster]",
-        'name = "bench"',
-        'data_dir = "data"',
-        "",
-        "[pbft]",
-        f"batch_size_max = {args.batch_size}",
-        f"batch_wait_ms = {args.batch_wait_ms}",
-        "",
-    ]
-    for i in range(args.nodes):
-        lines += [
-            "[[node]]",
-            f'id = "n{i}"',
-            f"port = {ports[2 * i]}",
-            f"rpc_port = {ports[2 * i + 1]}",
-            "",
-        ]
-    accounts = ", ".join(f"bench{i:03d} = 1_000_000_000" for i in range(args.accounts))
-    lines += ["[genesis]", f"accounts = {{ {accounts} }}", ""]
+    accounts = {f"bench{i:03d}": 1_000_000_000 for i in range(args.accounts)}
+    pbft = {"batch_size_max": args.batch_size, "batch_wait_ms": args.batch_wait_ms}
     path = workdir / "cluster.toml"
-    path.write_text("\n".join(lines))
+    path.write_text(local_cluster_toml("bench", free_ports(2 * args.nodes), accounts, pbft))
     return path
 
 

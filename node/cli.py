@@ -211,12 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-c", "--config", default="cluster.toml", help="cluster file (default: %(default)s)"
     )
+    # -c also works after the command: `tally status -c other.toml`
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="cluster file")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
         name: str, fn: Callable[..., int], help_: str, json_: bool = False
     ) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, description=help_)
+        sp = sub.add_parser(name, help=help_, description=help_, parents=[common])
         sp.set_defaults(fn=fn)
         if json_:
             sp.add_argument("--json", action="store_true", help="print JSON")
@@ -231,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     tx = sub.add_parser("tx", help="submit a signed transaction").add_subparsers(
         dest="tx_kind", required=True, metavar="KIND"
     )
-    tr = tx.add_parser("transfer", help="move funds between accounts")
+    tr = tx.add_parser("transfer", help="move funds between accounts", parents=[common])
     tr.set_defaults(fn=cmd_transfer)
     tr.add_argument("--from", dest="sender", required=True, help="account name (key in data_dir)")
     tr.add_argument("--to", required=True, help="account name or 40-hex-digit address")
@@ -249,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--node", help="only this node (default: every node)")
 
     d = add("demo", cmd_demo, "bring the cluster up, run signed transfers, show agreement, stop")
-    d.add_argument("--txs", type=int, default=200, help="transfers per account (default: 200)")
+    d.add_argument("--txs", type=int, default=1000, help="transfers per account (default: 1000)")
     d.add_argument("--keep-up", action="store_true", help="leave the cluster running")
 
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)

@@ -134,3 +134,23 @@ def _parse(path: Path, raw: dict[str, Any]) -> ClusterConfig:
         max_frame_bytes=int(cluster.get("max_frame_bytes", 4 << 20)),
         sqlite_synchronous=str(cluster.get("sqlite_synchronous", "FULL")).upper(),
     )
+
+
+def local_cluster_toml(
+    name: str, ports: list[int], accounts: dict[str, int], pbft: dict[str, int] | None = None
+) -> str:
+    """A cluster.toml for len(ports) // 2 nodes on loopback (used by bench and tests)."""
+    lines = ["[cluster]", f'name = "{name}"', 'data_dir = "data"', "", "[pbft]"]
+    lines += [f"{k} = {v}" for k, v in (pbft or {}).items()] + [""]
+    for i in range(len(ports) // 2):
+        lines += [
+            "[[node]]",
+            f'id = "n{i}"',
+            'host = "127.0.0.1"',
+            f"port = {ports[2 * i]}",
+            f"rpc_port = {ports[2 * i + 1]}",
+            "",
+        ]
+    balances = ", ".join(f"{k} = {v}" for k, v in accounts.items())
+    lines += ["[genesis]", f"accounts = {{ {balances} }}", ""]
+    return "\n".join(lines)
