@@ -67,6 +67,7 @@ class Mempool:
 
     def remove(self, txs: Iterable[Tx], nonce_of: Callable[[bytes], int]) -> None:
         """Forget committed txs, and every pending tx of their senders that can no longer apply."""
+        txs = tuple(txs)
         for tx in txs:
             queue = self._by_sender.get(tx.sender_address, {})
             if queue.get(tx.nonce) == tx:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.encoding import Struct, Tag
+from ledger.crypto import ADDRESS_SIZE
+from ledger.encoding import MAX_INT, Struct, Tag
 from ledger.errors import InvalidBlock
 from ledger.merkle import merkle_root
 from ledger.tx import Tx
@@ -90,6 +91,20 @@ class Genesis(Struct):
     timestamp_ms: int
     members: tuple[Member, ...]
     accounts: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        # Supply is conserved, so bounding it here bounds every balance forever.
+        total = 0
+        for address, balance in self.accounts.items():
+            if len(bytes.fromhex(address)) != ADDRESS_SIZE:
+                raise ValueError(
+                    f"genesis account {address!r} is not a {ADDRESS_SIZE}-byte address"
+                )
+            if isinstance(balance, bool) or not isinstance(balance, int) or balance < 0:
+                raise ValueError(f"genesis balance of {address} must be a non-negative integer")
+            total += balance
+        if total > MAX_INT:
+            raise ValueError(f"genesis total supply {total} exceeds {MAX_INT}")
 
     def balances(self) -> dict[bytes, int]:
         return {bytes.fromhex(a): int(b) for a, b in self.accounts.items()}

@@ -24,6 +24,7 @@ import msgpack
 
 MAX_INT = 2**63 - 1
 MIN_INT = -(2**63)
+MAX_DEPTH = 32  # structs embed sub-structs as bytes, so real messages nest only a few levels
 
 
 class Tag(IntEnum):
@@ -58,8 +59,10 @@ def hash_bytes(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _canonical(value: Any) -> Any:
+def _canonical(value: Any, depth: int = 0) -> Any:
     """Check a plain value is encodable and return it with maps key-sorted."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, bool | str | bytes):
         return value
     if isinstance(value, int):
@@ -67,11 +70,11 @@ def _canonical(value: Any) -> Any:
             raise ValueError(f"integer out of range: {value}")
         return value
     if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
+        return [_canonical(v, depth + 1) for v in value]
     if isinstance(value, Mapping):
         if not all(isinstance(k, str) for k in value):
             raise ValueError("map keys must be str")
-        return {k: _canonical(value[k]) for k in sorted(value)}
+        return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
     raise ValueError(f"type {type(value).__name__} cannot be encoded canonically")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.block import Block, BlockHeader, Genesis
+from ledger.block import Block, BlockHeader, Genesis, check_successor
 from ledger.errors import InvalidBlock
 from ledger.state import Account, Receipt, State, genesis_header
 from ledger.tx import Tx
@@ -82,8 +82,7 @@ class Store:
 
     def append(self, block: Block, receipts: tuple[Receipt, ...], state: State) -> None:
         """Durably add the next block with its receipts and the state after it."""
-        if block.header.parent != self.last_header.sha256():
-            raise InvalidBlock(f"block {block.height} does not extend the stored chain")
+        check_successor(self.last_header, block.header)
         if state.root() != block.header.state_root:
             raise InvalidBlock(f"block {block.height}: state does not match its state root")
         before = self.state.accounts

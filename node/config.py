@@ -116,6 +116,8 @@ def _parse(path: Path, raw: dict[str, Any]) -> ClusterConfig:
     accounts = {str(k): int(v) for k, v in raw.get("genesis", {}).get("accounts", {}).items()}
     if any(v < 0 for v in accounts.values()):
         raise ValueError("genesis balances must be non-negative")
+    if sum(accounts.values()) > 2**63 - 1:
+        raise ValueError("genesis balances must sum to at most 2**63 - 1")
     data_dir = Path(cluster.get("data_dir", f".tally/{cluster.get('name', 'local')}"))
     pbft = raw.get("pbft", {})
     return ClusterConfig(
