@@ -54,6 +54,7 @@ log = logging.getLogger("tally.pbft")
 BATCH_TIMER = "batch"
 FORWARD_TIMER = "forward"
 RECENT_COMMITTED = 100_000  # committed tx ids remembered to drop late duplicates
+MAX_VERIFIED = 1_000_000  # verified-signature cache entries before it is reset
 
 
 def nonces(state: State) -> Callable[[bytes], int]:
@@ -354,6 +355,8 @@ class Replica:
             self.stats["bad_tx"] += 1
             log.warning("dropping tx %s: %s", tx.tx_id.hex()[:16], e)
             return False
+        if len(self._verified) >= MAX_VERIFIED:
+            self._verified.clear()  # only a cache: txs dropped from the mempool never leave it
         self._verified.add(tx.tx_id)
         return True
 
