@@ -74,4 +74,25 @@ class CommitBlock:
     state: State
 
 
-Action = Send | Broadcast | SetTimer | CancelTimer | CommitBlock
+@dataclass(frozen=True)
+class Persist:
+    """Write this signed message (or proof) durably before any later action is carried out.
+
+    `seq` and `view` key it for pruning: seq >= 0 for per-sequence records, -1 for
+    view-change records.
+    """
+
+    message: Struct
+    seq: int
+    view: int
+
+
+@dataclass(frozen=True)
+class PruneLog:
+    """Persisted records below a new stable checkpoint or an old view are no longer needed."""
+
+    below_seq: int
+    below_view: int
+
+
+Action = Send | Broadcast | SetTimer | CancelTimer | CommitBlock | Persist | PruneLog

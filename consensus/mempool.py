@@ -7,7 +7,7 @@ has been taken, so it never fails just for arriving early.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from ledger.tx import Tx
 
@@ -31,6 +31,25 @@ class Mempool:
         while nonce in queue:
             nonce += 1
         return nonce
+
+    def pending(self) -> Iterator[Tx]:
+        """Every pending tx, senders in turn, each sender's in nonce order."""
+        for queue in self._by_sender.values():
+            yield from (queue[n] for n in sorted(queue))
+
+    def ready(self, nonce_of: Callable[[bytes], int], limit: int) -> list[Tx]:
+        """Up to `limit` txs that could execute next, without removing them."""
+        out: list[Tx] = []
+        for sender, queue in self._by_sender.items():
+            nonce = nonce_of(sender)
+            while nonce in queue and len(out) < limit:
+                out.append(queue[nonce])
+                nonce += 1
+        return out
+
+    def has_ready(self, nonce_of: Callable[[bytes], int]) -> bool:
+        """Whether some sender's next tx is here, so a primary could propose it now."""
+        return any(nonce_of(sender) in queue for sender, queue in self._by_sender.items())
 
     def add(self, tx: Tx) -> bool:
         """Add `tx`; False if a duplicate, its (sender, nonce) is taken, or the pool is full."""

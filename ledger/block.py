@@ -15,18 +15,71 @@ ZERO_HASH = bytes(32)
 
 
 @dataclass(frozen=True)
+class BatchHeader(Struct):
+    """What consensus orders at one height: its hash is the digest replicas vote on."""
+
+    TAG = Tag.BATCH_HEADER
+    chain_id: str
+    height: int
+    proposer: str
+    proposed_ms: int
+    tx_root: bytes
+
+
+@dataclass(frozen=True)
+class Batch(Struct):
+    """Transactions a primary proposes for one height, with the time on its clock.
+
+    Consensus orders batches; every replica then executes the committed batch and
+    derives the same block from it.  A null batch (no txs, proposed_ms 0) fills a
+    height that a view change could not fill with a proposed batch.
+    """
+
+    TAG = Tag.BATCH
+    chain_id: str
+    height: int
+    proposer: str
+    proposed_ms: int
+    txs: tuple[Tx, ...]
+
+    @property
+    def digest(self) -> bytes:
+        cached: bytes | None = self.__dict__.get("_batch_digest")
+        if cached is None:
+            header = BatchHeader(
+                self.chain_id, self.height, self.proposer, self.proposed_ms, tx_root(self.txs)
+            )
+            cached = header.sha256()
+            object.__setattr__(self, "_batch_digest", cached)
+        return cached
+
+
+@dataclass(frozen=True)
 class BlockHeader(Struct):
-    """What a block's hash covers.  `state_root` is the state after applying the block."""
+    """What a block's hash covers.
+
+    `proposed_ms` is the proposer's clock as ordered; `timestamp_ms`, the block
+    time, is max(proposed_ms, parent's timestamp_ms), so it never goes back.
+    `state_root` is the state after applying the block.
+    """
 
     TAG = Tag.BLOCK_HEADER
     chain_id: str
     height: int
     parent: bytes
     timestamp_ms: int
+    proposed_ms: int
     proposer: str
     tx_root: bytes
     receipts_root: bytes
     state_root: bytes
+
+    def batch_digest(self) -> bytes:
+        """The digest of the batch this block executed: what its commit certificate signs."""
+        batch = BatchHeader(
+            self.chain_id, self.height, self.proposer, self.proposed_ms, self.tx_root
+        )
+        return batch.sha256()
 
 
 @dataclass(frozen=True)
@@ -59,15 +112,15 @@ def tx_root(txs: tuple[Tx, ...] | list[Tx]) -> bytes:
 
 
 def check_successor(parent: BlockHeader, header: BlockHeader) -> None:
-    """The header links to `parent`: same chain, next height, parent hash, time not going back."""
+    """The header links to `parent`: same chain, next height, parent hash, block time rule."""
     if header.chain_id != parent.chain_id:
         raise InvalidBlock(f"chain id {header.chain_id!r} != {parent.chain_id!r}")
     if header.height != parent.height + 1:
         raise InvalidBlock(f"height {header.height} does not follow {parent.height}")
     if header.parent != parent.sha256():
         raise InvalidBlock(f"block {header.height} does not link to its parent's hash")
-    if header.timestamp_ms < parent.timestamp_ms:
-        raise InvalidBlock(f"block {header.height} timestamp goes back in time")
+    if header.timestamp_ms != max(header.proposed_ms, parent.timestamp_ms):
+        raise InvalidBlock(f"block {header.height} time is not max(proposed, parent's)")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -19,8 +20,13 @@ def address_of(public_key: bytes) -> bytes:
     return hash_bytes(bytes([Tag.ADDRESS]) + public_key)[:ADDRESS_SIZE]
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """True iff `signature` is a valid Ed25519 signature of `message` by `public_key`."""
+    """True iff `signature` is a valid Ed25519 signature of `message` by `public_key`.
+
+    Memoized: a pure function, and the same signed message often reaches a process
+    more than once (duplicates; every replica of the simulator).
+    """
     if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
     try:

@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import IntEnum
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -44,7 +44,16 @@ class Tag(IntEnum):
     COMMIT = 0x12
     FORWARD_TXS = 0x13
     COMMIT_CERTIFICATE = 0x14
+    CHECKPOINT = 0x15
+    PREPARED_CERT = 0x16
+    VIEW_CHANGE = 0x17
+    NEW_VIEW = 0x18
+    STATUS = 0x19
+    FETCH_BLOCKS = 0x1A
+    BLOCKS = 0x1B
     MEMBER = 0x0A
+    BATCH = 0x0B
+    BATCH_HEADER = 0x0C
     HELLO = 0x20
 
 
@@ -61,21 +70,22 @@ def hash_bytes(data: bytes) -> bytes:
 
 def _canonical(value: Any, depth: int = 0) -> Any:
     """Check a plain value is encodable and return it with maps key-sorted."""
-    if depth > MAX_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool | str | bytes):
+    kind = type(value)
+    if kind is bytes or kind is str or kind is bool or value is None:
         return value
-    if isinstance(value, int):
+    if kind is int:
         if not MIN_INT <= value <= MAX_INT:
             raise ValueError(f"integer out of range: {value}")
         return value
-    if isinstance(value, list | tuple):
+    if depth >= MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if kind is list or kind is tuple:
         return [_canonical(v, depth + 1) for v in value]
     if isinstance(value, Mapping):
-        if not all(isinstance(k, str) for k in value):
+        if not all(type(k) is str for k in value):
             raise ValueError("map keys must be str")
         return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
-    raise ValueError(f"type {type(value).__name__} cannot be encoded canonically")
+    raise ValueError(f"type {kind.__name__} cannot be encoded canonically")
 
 
 def pack(value: Any) -> bytes:
@@ -126,12 +136,7 @@ class Struct:
             _REGISTRY[tag] = cls
 
     def to_list(self, exclude: tuple[str, ...] = ()) -> list[Any]:
-        hints = _hints(type(self))
-        return [
-            _to_wire(getattr(self, f.name), hints[f.name])
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-            if f.name not in exclude
-        ]
+        return [f.enc(getattr(self, f.name)) for f in _codec(type(self)) if f.name not in exclude]
 
     def encode(self) -> bytes:
         # Cached on the instance: frozen dataclasses are immutable, so the bytes never change.
@@ -161,13 +166,10 @@ class Struct:
 
     @classmethod
     def from_list(cls, items: Any) -> Self:
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        if not isinstance(items, list) or len(items) != len(fields):
-            raise DecodeError(f"{cls.__name__}: expected a list of {len(fields)} fields")
-        hints = _hints(cls)
-        values = {
-            f.name: _from_wire(v, hints[f.name], f.name) for f, v in zip(fields, items, strict=True)
-        }
+        codec = _codec(cls)
+        if type(items) is not list or len(items) != len(codec):
+            raise DecodeError(f"{cls.__name__}: expected a list of {len(codec)} fields")
+        values = {f.name: f.dec(v, f.name) for f, v in zip(codec, items, strict=True)}
         try:
             return cls(**values)
         except (ValueError, TypeError) as e:
@@ -184,57 +186,74 @@ def decode_any(data: bytes) -> Struct:
     return cls.decode(data)
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+# ---------------------------------------------------------------------------
+# Per-class field codecs, built once from the type hints (the hot path of every message).
+
+Encoder = Callable[[Any], Any]
+Decoder = Callable[[Any, str], Any]
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    name: str
+    enc: Encoder
+    dec: Decoder
 
 
-def _to_wire(value: Any, tp: Any) -> Any:
-    if isinstance(value, Struct):
-        return value.encode()
-    if isinstance(value, tuple):
-        (item_tp, _) = typing.get_args(tp) if typing.get_origin(tp) is tuple else (Any, ...)
-        return [_to_wire(v, item_tp) for v in value]
+_CODECS: dict[type, tuple[_Field, ...]] = {}
+
+
+def _codec(cls: type) -> tuple[_Field, ...]:
+    codec = _CODECS.get(cls)
+    if codec is None:
+        hints = typing.get_type_hints(cls)
+        codec = tuple(_Field(f.name, *_converters(hints[f.name])) for f in dataclasses.fields(cls))
+        _CODECS[cls] = codec
+    return codec
+
+
+def _identity(value: Any) -> Any:
     return value
 
 
-def _from_wire(value: Any, tp: Any, name: str) -> Any:
+def _converters(tp: Any) -> tuple[Encoder, Decoder]:
     origin = typing.get_origin(tp)
     if origin is types.UnionType or origin is typing.Union:
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [t for t in options if t is not type(None)]
-        return _from_wire(value, inner, name)
+        (inner,) = [t for t in typing.get_args(tp) if t is not type(None)]
+        enc, dec = _converters(inner)
+        return (
+            lambda v: None if v is None else enc(v),
+            lambda v, name: None if v is None else dec(v, name),
+        )
     if origin is tuple:
-        item_tp = typing.get_args(tp)[0]
-        if not isinstance(value, list):
-            raise DecodeError(f"field {name!r}: expected a list")
-        return tuple(_from_wire(v, item_tp, name) for v in value)
+        item_enc, item_dec = _converters(typing.get_args(tp)[0])
+
+        def dec_tuple(v: Any, name: str) -> Any:
+            if type(v) is not list:
+                raise DecodeError(f"field {name!r}: expected a list")
+            return tuple(item_dec(x, name) for x in v)
+
+        return (lambda v: [item_enc(x) for x in v]), dec_tuple
     if origin is dict:
-        if not isinstance(value, dict):
-            raise DecodeError(f"field {name!r}: expected a map")
-        return value
+        return _identity, _expect(dict, "a map")
     if isinstance(tp, type) and issubclass(tp, Struct):
-        if not isinstance(value, bytes):
-            raise DecodeError(f"field {name!r}: expected embedded {tp.__name__} bytes")
-        return tp.decode(value)
-    return _check_scalar(value, tp, name)
+        struct = tp
+
+        def dec_struct(v: Any, name: str) -> Any:
+            if type(v) is not bytes:
+                raise DecodeError(f"field {name!r}: expected embedded {struct.__name__} bytes")
+            return struct.decode(v)
+
+        return (lambda v: v.encode()), dec_struct
+    if tp in (int, str, bytes, bool):
+        return _identity, _expect(tp, tp.__name__)
+    raise TypeError(f"unsupported field type {tp!r}")
 
 
-def _check_scalar(value: Any, tp: Any, name: str) -> Any:
-    if tp is Any:
-        return value
-    ok = (
-        isinstance(value, bool)
-        if tp is bool
-        else (isinstance(value, tp) and not isinstance(value, bool))
-    )
-    if not ok:
-        raise DecodeError(f"field {name!r}: expected {getattr(tp, '__name__', tp)}")
-    return value
+def _expect(kind: type, what: str) -> Decoder:
+    def dec(v: Any, name: str) -> Any:
+        if type(v) is not kind:  # exact: a bool is not an int here
+            raise DecodeError(f"field {name!r}: expected {what}")
+        return v
+
+    return dec

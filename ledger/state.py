@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ledger.block import Block, BlockHeader, Genesis, tx_root
+from ledger.block import Batch, Block, BlockHeader, Genesis, tx_root
 from ledger.encoding import Struct, Tag
 from ledger.errors import InvalidBlock, MalformedTx
 from ledger.merkle import merkle_root
@@ -100,22 +100,31 @@ def receipts_root(receipts: Iterable[Receipt]) -> bytes:
     return merkle_root([r.encode() for r in receipts])
 
 
-def build_block(
-    state: State, parent: BlockHeader, txs: tuple[Tx, ...], proposer: str, timestamp_ms: int
+def execute_batch(
+    state: State, parent: BlockHeader, batch: Batch
 ) -> tuple[Block, State, tuple[Receipt, ...]]:
-    """Execute `txs` on `state` and wrap them in the block that commits to the result."""
-    new_state, receipts = apply_txs(state, txs)
+    """Execute a committed batch on top of `parent`: the block every replica derives."""
+    new_state, receipts = apply_txs(state, batch.txs)
     header = BlockHeader(
         chain_id=parent.chain_id,
         height=parent.height + 1,
         parent=parent.sha256(),
-        timestamp_ms=max(timestamp_ms, parent.timestamp_ms),
-        proposer=proposer,
-        tx_root=tx_root(txs),
+        timestamp_ms=max(batch.proposed_ms, parent.timestamp_ms),
+        proposed_ms=batch.proposed_ms,
+        proposer=batch.proposer,
+        tx_root=tx_root(batch.txs),
         receipts_root=receipts_root(receipts),
         state_root=new_state.root(),
     )
-    return Block(header, txs, b""), new_state, receipts
+    return Block(header, batch.txs, b""), new_state, receipts
+
+
+def build_block(
+    state: State, parent: BlockHeader, txs: tuple[Tx, ...], proposer: str, proposed_ms: int
+) -> tuple[Block, State, tuple[Receipt, ...]]:
+    """Execute `txs` as a batch proposed by `proposer` at `proposed_ms`."""
+    batch = Batch(parent.chain_id, parent.height + 1, proposer, proposed_ms, txs)
+    return execute_batch(state, parent, batch)
 
 
 def apply_block(state: State, block: Block) -> tuple[State, tuple[Receipt, ...]]:
@@ -142,6 +151,7 @@ def genesis_header(genesis: Genesis) -> BlockHeader:
         height=0,
         parent=genesis.sha256(),
         timestamp_ms=genesis.timestamp_ms,
+        proposed_ms=genesis.timestamp_ms,
         proposer="",
         tx_root=tx_root(()),
         receipts_root=receipts_root(()),

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS txs(
 CREATE INDEX IF NOT EXISTS txs_by_id ON txs(tx_id);
 CREATE TABLE IF NOT EXISTS accounts(
     address BLOB PRIMARY KEY, balance INTEGER NOT NULL, nonce INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS consensus_log(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, view INTEGER NOT NULL,
+    record BLOB NOT NULL);
 """
 
 
@@ -128,6 +131,17 @@ class Store:
         txs = tuple(Tx.decode(bytes(r[0])) for r in raws)
         return Block(BlockHeader.decode(bytes(row[0])), txs, bytes(row[1]))
 
+    def block_hash(self, height: int) -> bytes | None:
+        row = self._db.execute("SELECT hash FROM blocks WHERE height=?", (height,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def repeated_tx_ids(self) -> list[bytes]:
+        """Tx ids included more than once in this chain (there should be none)."""
+        rows = self._db.execute(
+            "SELECT tx_id FROM txs GROUP BY tx_id HAVING COUNT(*) > 1"
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
     def get_tx_ids(self, height: int) -> list[bytes]:
         rows = self._db.execute(
             "SELECT tx_id FROM txs WHERE height=? ORDER BY idx", (height,)
@@ -149,6 +163,28 @@ class Store:
         if row is None:
             return None
         return TxRecord(Tx.decode(bytes(row[0])), row[1], row[2], row[3])
+
+    # -- what consensus signed, kept so a restarted replica never contradicts itself ---------
+
+    def persist(self, records: list[tuple[int, int, bytes]]) -> None:
+        """Durably add (seq, view, encoded message) records in one SQL transaction."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO consensus_log(seq, view, record) VALUES (?, ?, ?)", records
+            )
+
+    def prune_consensus(self, below_seq: int, below_view: int) -> None:
+        """Drop votes for sequence numbers below `below_seq` (seq >= 0) and view-change
+        records (seq < 0) of views below `below_view`."""
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM consensus_log WHERE (seq >= 0 AND seq < ?) OR (seq < 0 AND view < ?)",
+                (below_seq, below_view),
+            )
+
+    def consensus_records(self) -> list[bytes]:
+        rows = self._db.execute("SELECT record FROM consensus_log ORDER BY id").fetchall()
+        return [bytes(r[0]) for r in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -44,10 +44,7 @@ def load_genesis(cfg: ClusterConfig) -> Genesis:
 
 
 def pbft_config(cfg: ClusterConfig, genesis: Genesis) -> PbftConfig:
-    p = cfg.pbft
-    return PbftConfig(
-        genesis.chain_id, genesis.members, p.batch_size_max, p.batch_wait_ms, p.window
-    )
+    return PbftConfig(genesis.chain_id, genesis.members, **vars(cfg.pbft))
 
 
 def load_key(path: Path) -> KeyPair:

@@ -24,6 +24,7 @@ from node.bootstrap import load_genesis
 from node.config import ClusterConfig, ConfigError, load_config
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
+from node.sim.command import add_sim_arguments, run_sim_command
 from node.verify import verify_node
 
 console = Console()
@@ -89,17 +90,33 @@ async def all_status(cfg: ClusterConfig) -> list[dict[str, Any]]:
 
 def render_status(rows: list[dict[str, Any]]) -> None:
     table = Table(title="Tally cluster")
-    for col in ("node", "role", "height", "view", "last block hash", "txs committed", "mempool"):
+    cols = (
+        "node",
+        "role",
+        "height",
+        "view",
+        "primary",
+        "checkpoint",
+        "watermarks",
+        "last block hash",
+        "txs committed",
+        "mempool",
+    )
+    for col in cols:
         table.add_column(col, justify="right" if col in ("height", "view") else "left")
     for r in rows:
         if "error" in r:
-            table.add_row(r["node_id"], "[red]down[/]", "", "", r["error"][:40], "", "")
+            table.add_row(r["node_id"], "[red]down[/]", *[""] * 5, r["error"][:40], "", "")
             continue
+        view = str(r["view"]) + ("" if r["view_active"] else " (changing)")
         table.add_row(
             r["node_id"],
             r["role"],
             str(r["height"]),
-            str(r["view"]),
+            view,
+            r["primary"],
+            str(r["stable_checkpoint"]),
+            f"{r['low_watermark']}..{r['high_watermark']}",
             r["last_block_hash"][:16],
             str(r["txs_committed"]),
             str(r["mempool"]),
@@ -195,6 +212,10 @@ def cmd_demo(args: argparse.Namespace, cfg: ClusterConfig) -> int:
     return run_demo(cfg, txs_per_account=args.txs, keep_up=args.keep_up)
 
 
+def cmd_sim(args: argparse.Namespace, cfg: ClusterConfig | None) -> int:
+    return run_sim_command(args)
+
+
 def cmd_bench(args: argparse.Namespace, cfg: ClusterConfig) -> int:
     from node.bench import run_pbft_bench
 
@@ -255,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--txs", type=int, default=1000, help="transfers per account (default: 1000)")
     d.add_argument("--keep-up", action="store_true", help="leave the cluster running")
 
+    sim = sub.add_parser(
+        "sim",
+        help="run the deterministic simulator (faults from flags or a seed)",
+        description="Run replicas in one process on a virtual clock, with seeded faults, "
+        "and check agreement, validity, integrity and liveness.",
+    )
+    sim.set_defaults(fn=cmd_sim)
+    add_sim_arguments(sim)
+
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     from node.bench import add_pbft_arguments
 
@@ -267,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config) if args.fn is not cmd_bench else None
+        cfg = load_config(args.config) if args.fn not in (cmd_bench, cmd_sim) else None
         return int(args.fn(args, cfg))
     except (ConfigError, launcher.LaunchError) as e:
         err.print(f"[red]error:[/] {e}")

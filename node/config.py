@@ -29,6 +29,9 @@ class PbftSettings:
     batch_size_max: int = 500
     batch_wait_ms: int = 10
     window: int = 8
+    checkpoint_interval: int = 32
+    view_change_timeout_ms: int = 1000
+    status_interval_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -128,14 +131,17 @@ def _parse(path: Path, raw: dict[str, Any]) -> ClusterConfig:
         data_dir=(path.parent / data_dir).resolve(),
         nodes=nodes,
         accounts=accounts,
-        pbft=PbftSettings(
-            batch_size_max=int(pbft.get("batch_size_max", 500)),
-            batch_wait_ms=int(pbft.get("batch_wait_ms", 10)),
-            window=int(pbft.get("window", 8)),
-        ),
+        pbft=PbftSettings(**{k: int(v) for k, v in pbft.items() if _known(k)}),
         max_frame_bytes=int(cluster.get("max_frame_bytes", 4 << 20)),
         sqlite_synchronous=str(cluster.get("sqlite_synchronous", "FULL")).upper(),
     )
+
+
+def _known(key: str) -> bool:
+    if key not in PbftSettings.__dataclass_fields__:
+        known = ", ".join(PbftSettings.__dataclass_fields__)
+        raise ValueError(f"unknown [pbft] setting {key!r} (known: {known})")
+    return True
 
 
 def local_cluster_toml(

@@ -14,6 +14,7 @@ import sys
 from aiohttp import web
 
 from consensus.pbft.replica import Replica
+from ledger.encoding import decode_any
 from ledger.store import Store
 from node.auth import KeyAuthenticator
 from node.bootstrap import load_genesis, load_key, pbft_config
@@ -32,7 +33,9 @@ def build_node(cfg: ClusterConfig, node_id: str) -> tuple[NodeRuntime, web.Appli
     key = load_key(cfg.node_key_path(node_id))
     cfg.db_path(node_id).parent.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.db_path(node_id), genesis, synchronous=cfg.sqlite_synchronous)
-    replica = Replica(pbft_config(cfg, genesis), node_id, key, store.state, store.last_header)
+    records = [decode_any(r) for r in store.consensus_records()]
+    config = pbft_config(cfg, genesis)
+    replica = Replica(config, node_id, key, store.state, store.last_header, records)
     transport = TcpTransport(
         node_id,
         (spec.host, spec.port),

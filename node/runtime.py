@@ -22,21 +22,26 @@ from consensus.events import (
     CommitBlock,
     Event,
     MessageReceived,
+    Persist,
+    PruneLog,
     Send,
     SetTimer,
     TimerFired,
 )
+from consensus.pbft.messages import FetchBlocks
 from consensus.pbft.replica import Replica
 from ledger.block import Genesis
 from ledger.encoding import DecodeError, decode_any
 from ledger.errors import BadNonce, InsufficientFunds, LedgerError, MalformedTx, Overloaded
 from ledger.store import Store
 from ledger.tx import TRANSFER, Tx
+from node.blockserver import serve_fetch
 from node.transport.base import Transport
 
 log = logging.getLogger("tally.node")
 
 QUEUE_SIZE = 20_000
+MAX_EVENTS_PER_TURN = 512  # events stepped before their votes are persisted together
 MAX_NONCE_GAP = 10_000  # how far ahead of its account a tx's nonce may be
 
 
@@ -68,6 +73,7 @@ class NodeRuntime:
 
     async def start(self) -> None:
         await self.transport.start(self._on_frame)
+        self._carry_out(self.replica.start(now_ms()))
         self._task = asyncio.create_task(self._run(), name=f"replica-{self.node_id}")
 
     async def stop(self) -> None:
@@ -86,15 +92,25 @@ class NodeRuntime:
 
     async def _run(self) -> None:
         while True:
-            event = await self.queue.get()
-            try:
-                self._carry_out(self.replica.step(event, now_ms()))
-            except Exception:
-                # A bug must not silently stop consensus on this node: log loudly, go on.
-                self.errors["internal_error"] += 1
-                log.exception("error handling %s", type(event).__name__)
+            events = [await self.queue.get()]
+            while len(events) < MAX_EVENTS_PER_TURN and not self.queue.empty():
+                events.append(self.queue.get_nowait())
+            actions: list[Action] = []
+            for event in events:
+                try:
+                    actions += self.replica.step(event, now_ms())
+                except Exception:
+                    # A bug must not silently stop consensus on this node: log loudly, go on.
+                    self.errors["internal_error"] += 1
+                    log.exception("error handling %s", type(event).__name__)
+            self._carry_out(actions)
 
     def _carry_out(self, actions: list[Action]) -> None:
+        """Persist everything signed in this turn in one SQL transaction (group commit), then
+        carry out the rest in order: nothing is sent before what it depends on is on disk."""
+        records = [(a.seq, a.view, a.message.encode()) for a in actions if isinstance(a, Persist)]
+        if records:
+            self.store.persist(records)
         for action in actions:
             match action:
                 case Send(to, message):
@@ -110,6 +126,10 @@ class NodeRuntime:
                 case CommitBlock(block, receipts, state):
                     self.store.append(block, receipts, state)  # durable before acknowledged
                     self._notify(block.height, block.txs, receipts)
+                case PruneLog(below_seq, below_view):
+                    self.store.prune_consensus(below_seq, below_view)
+                case Persist():
+                    pass  # written above
 
     def _set_timer(self, name: str, delay_ms: int) -> None:
         old = self._timers.pop(name, None)
@@ -131,6 +151,9 @@ class NodeRuntime:
         except DecodeError as e:
             self.errors["bad_frame"] += 1
             log.warning("undecodable frame from %s: %s", peer_id, e)
+            return
+        if isinstance(message, FetchBlocks):  # state transfer is served from the store
+            self.transport.send(peer_id, serve_fetch(self.store, message).encode())
             return
         await self.queue.put(MessageReceived(peer_id, message))
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.pbft.certificate import verify_certificate
+from consensus.pbft.config import PbftConfig
+from consensus.pbft.proofs import verify_certificate
 from ledger.block import Block, BlockHeader, Genesis, check_successor
 from ledger.encoding import DecodeError
 from ledger.errors import LedgerError
@@ -64,7 +65,7 @@ async def verify_node(node_id: str, url: str, genesis: Genesis) -> VerifyReport:
 def check_block(genesis: Genesis, parent: BlockHeader, state: State, block: Block) -> State:
     """The state after `block`, or a LedgerError saying what is wrong with it."""
     check_successor(parent, block.header)
-    verify_certificate(block, genesis.members)
+    verify_certificate(block, PbftConfig(genesis.chain_id, genesis.members))
     for tx in block.txs:
         tx.check_stateless(genesis.chain_id)
     new_state, _ = apply_block(state, block)

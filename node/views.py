@@ -42,6 +42,7 @@ def block_view(
         "parent": h.parent.hex(),
         "timestamp_ms": h.timestamp_ms,
         "proposer": h.proposer,
+        "proposed_ms": h.proposed_ms,
         "tx_root": h.tx_root.hex(),
         "receipts_root": h.receipts_root.hex(),
         "state_root": h.state_root.hex(),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,15 +16,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consensus.pbft.messages import (
+    Blocks,
+    Checkpoint,
     Commit,
     CommitCertificate,
+    FetchBlocks,
     ForwardTxs,
+    NewView,
     Prepare,
+    PreparedCert,
     PrePrepare,
+    Status,
+    ViewChange,
 )
-from ledger.block import Block, BlockHeader, Genesis, Member, tx_root
+from ledger.block import Batch, BatchHeader, Block, BlockHeader, Genesis, Member, tx_root
 from ledger.crypto import KeyPair, address_of, verify
 from ledger.encoding import (
+    MAX_DEPTH,
     MAX_INT,
     MIN_INT,
     SIGNING_BIT,
@@ -34,6 +41,7 @@ from ledger.encoding import (
     Tag,
     decode_any,
     pack,
+    unpack,
 )
 from ledger.merkle import EMPTY_ROOT
 from ledger.state import Account, Receipt
@@ -69,14 +77,27 @@ GOLDEN_TX_HEX = (
 )
 GOLDEN_TX_ID_HEX = "1939519e6c4c27abdf760739a5fd5242f353043a7003af10ee99901fb2b7eae0"
 GOLDEN_TX_ROOT_HEX = "962f9518d1817910a79fc9e2b67965223ebd8d8e9fa674a300451ec5e4818ab6"
+# Header fields in order: chain_id, height, parent, timestamp_ms (uint64 1_700_000_000_000),
+# proposed_ms (uint64 1_699_999_999_500), proposer, tx_root, receipts_root, state_root.
 GOLDEN_HEADER_HEX = (
-    "0298ac74616c6c792d676f6c64656e05c420" + "03" * 32 + "cf0000018bcfe56800a66e6f64652d30c420"
-    "962f9518d1817910a79fc9e2b67965223ebd8d8e9fa674a300451ec5e4818ab6"
+    "0299ac74616c6c792d676f6c64656e05c420" + "03" * 32 + "cf0000018bcfe56800cf0000018bcfe5660c"
+    "a66e6f64652d30c420962f9518d1817910a79fc9e2b67965223ebd8d8e9fa674a300451ec5e4818ab6"
     "c420" + "04" * 32 + "c420" + "05" * 32
 )
-GOLDEN_BLOCK_HASH_HEX = "15c111a913a393605f755e51ed5c192132c9a3bd8a6f240febe275e5a1a8055d"
-GOLDEN_BLOCK_HEX = "0393c4a8" + GOLDEN_HEADER_HEX + "91c4a1" + GOLDEN_TX_HEX + "c400"
-GOLDEN_BLOCK_SHA256_HEX = "78be28f291e868a609a9e7708d8357aaabf73f6d48d409c71183358166042be4"
+GOLDEN_BLOCK_HASH_HEX = "f804f306ffab22e1424de921bf5644727fde2dc146444558324953611027124d"
+GOLDEN_BLOCK_HEX = "0393c4b1" + GOLDEN_HEADER_HEX + "91c4a1" + GOLDEN_TX_HEX + "c400"
+GOLDEN_BLOCK_SHA256_HEX = "adc9a02c3971163d0c41680000b5d1fafbcb3cd61d56f7ea9547993128a6c0fc"
+# The batch the golden block executed: chain_id, height, proposer, proposed_ms, txs.  Its
+# digest is the sha256 of the BatchHeader (same fields with tx_root in place of the txs).
+GOLDEN_BATCH_HEX = (
+    "0b95ac74616c6c792d676f6c64656e05a66e6f64652d30cf0000018bcfe5660c91c4a1" + GOLDEN_TX_HEX
+)
+GOLDEN_BATCH_HEADER_HEX = (
+    "0c95ac74616c6c792d676f6c64656e05a66e6f64652d30cf0000018bcfe5660cc420" + GOLDEN_TX_ROOT_HEX
+)
+GOLDEN_BATCH_DIGEST_HEX = "aec318db19a145b153a6225b07b88f854e571f545807de59595b1463df65e583"
+GOLDEN_BATCH_SHA256_HEX = "a25e2c1d1cb844a2166528c81afe2b6b19ba925ddf788c229807fa2cdfa40b45"
+GOLDEN_PROPOSED_MS = 1_699_999_999_500
 
 
 def golden_tx() -> Tx:
@@ -90,12 +111,17 @@ def golden_block() -> Block:
         height=5,
         parent=bytes([3]) * 32,
         timestamp_ms=1_700_000_000_000,
+        proposed_ms=GOLDEN_PROPOSED_MS,
         proposer="node-0",
         tx_root=tx_root((tx,)),
         receipts_root=bytes([4]) * 32,
         state_root=bytes([5]) * 32,
     )
     return Block(header, (tx,), b"")
+
+
+def golden_batch() -> Batch:
+    return Batch(CHAIN, 5, "node-0", GOLDEN_PROPOSED_MS, (golden_tx(),))
 
 
 def test_golden_keys_and_addresses() -> None:
@@ -137,6 +163,55 @@ def test_golden_block() -> None:
     assert block.with_proof(b"certificate").sha256().hex() != GOLDEN_BLOCK_SHA256_HEX
 
 
+def test_golden_batch_digest() -> None:
+    batch = golden_batch()
+    assert batch.encode().hex() == GOLDEN_BATCH_HEX
+    assert batch.sha256().hex() == GOLDEN_BATCH_SHA256_HEX
+    assert Batch.decode(bytes.fromhex(GOLDEN_BATCH_HEX)) == batch
+    header = BatchHeader(CHAIN, 5, "node-0", GOLDEN_PROPOSED_MS, tx_root(batch.txs))
+    assert header.encode().hex() == GOLDEN_BATCH_HEADER_HEX
+    # The digest is the hash of the batch header, not of the batch's own encoding.
+    assert batch.digest.hex() == GOLDEN_BATCH_DIGEST_HEX
+    assert hashlib.sha256(bytes.fromhex(GOLDEN_BATCH_HEADER_HEX)).hexdigest() == (
+        GOLDEN_BATCH_DIGEST_HEX
+    )
+    assert Batch.decode(bytes.fromhex(GOLDEN_BATCH_HEX)).digest.hex() == GOLDEN_BATCH_DIGEST_HEX
+    # ... and a block header yields the digest of the batch it executed.
+    assert golden_block().header.batch_digest().hex() == GOLDEN_BATCH_DIGEST_HEX
+
+
+def test_batch_digest_covers_what_was_ordered_and_not_the_execution() -> None:
+    header = golden_block().header
+    digest = header.batch_digest()
+    # What execution decides (and where the block sits) is not part of the batch.
+    for change in (
+        {"parent": bytes(32)},
+        {"timestamp_ms": 1},
+        {"receipts_root": bytes(32)},
+        {"state_root": bytes(32)},
+    ):
+        assert dataclasses.replace(header, **change).batch_digest() == digest
+    # Everything the primary proposed is.
+    for change in (
+        {"chain_id": "other"},
+        {"height": 6},
+        {"proposer": "node-1"},
+        {"proposed_ms": GOLDEN_PROPOSED_MS + 1},
+        {"tx_root": EMPTY_ROOT},
+    ):
+        assert dataclasses.replace(header, **change).batch_digest() != digest
+    batch = golden_batch()
+    for batch_change in (
+        {"chain_id": "other"},
+        {"height": 6},
+        {"proposer": "node-1"},
+        {"proposed_ms": GOLDEN_PROPOSED_MS + 1},
+        {"txs": ()},
+        {"txs": (golden_tx(), golden_tx())},
+    ):
+        assert dataclasses.replace(batch, **batch_change).digest != batch.digest
+
+
 def test_golden_vectors_are_fresh_computations() -> None:
     """Encodings are cached per instance; equal fresh instances must give the pinned bytes."""
     fresh = Tx(CHAIN, ALICE.public_key, 7, "transfer", {"amount": 1234, "to": BOB.address}, b"")
@@ -158,9 +233,16 @@ PLAIN: st.SearchStrategy[Any] = st.recursive(
 )
 PAYLOADS = st.dictionaries(TEXT, PLAIN, max_size=4)
 
+
+def tuples(strategy: st.SearchStrategy[Any], max_size: int = 3) -> st.SearchStrategy[Any]:
+    return st.lists(strategy, max_size=max_size).map(tuple)
+
+
 TXS = st.builds(Tx, TEXT, BYTES, INTS, TEXT, PAYLOADS, BYTES)
-HEADERS = st.builds(BlockHeader, TEXT, INTS, BYTES, INTS, TEXT, BYTES, BYTES, BYTES)
-BLOCKS = st.builds(Block, HEADERS, st.lists(TXS, max_size=3).map(tuple), BYTES)
+HEADERS = st.builds(BlockHeader, TEXT, INTS, BYTES, INTS, INTS, TEXT, BYTES, BYTES, BYTES)
+BLOCKS = st.builds(Block, HEADERS, tuples(TXS), BYTES)
+BATCHES = st.builds(Batch, TEXT, INTS, TEXT, INTS, tuples(TXS))
+BATCH_HEADERS = st.builds(BatchHeader, TEXT, INTS, TEXT, INTS, BYTES)
 MEMBERS = st.builds(Member, TEXT, BYTES)
 GENESIS_ACCOUNTS = st.dictionaries(
     st.binary(min_size=20, max_size=20).map(bytes.hex), st.integers(0, 2**40), max_size=4
@@ -169,28 +251,54 @@ GENESES = st.builds(Genesis, TEXT, INTS, st.lists(MEMBERS, max_size=3).map(tuple
 ACCOUNTS = st.builds(Account, BYTES, INTS, INTS)
 RECEIPTS = st.builds(Receipt, BYTES, TEXT)
 PRE_PREPARES_BARE = st.builds(PrePrepare, INTS, INTS, BYTES, INTS, BYTES, st.none())
-PRE_PREPARES_WITH_BLOCK = st.builds(PrePrepare, INTS, INTS, BYTES, INTS, BYTES, BLOCKS)
+PRE_PREPARES_WITH_BATCH = st.builds(PrePrepare, INTS, INTS, BYTES, INTS, BYTES, BATCHES)
 PREPARES = st.builds(Prepare, INTS, INTS, BYTES, INTS, BYTES)
 COMMITS = st.builds(Commit, INTS, INTS, BYTES, INTS, BYTES)
-FORWARDS = st.builds(ForwardTxs, st.lists(TXS, max_size=3).map(tuple))
-CERTIFICATES = st.builds(
-    CommitCertificate, INTS, INTS, BYTES, st.lists(COMMITS, max_size=4).map(tuple)
-)
+FORWARDS = st.builds(ForwardTxs, tuples(TXS))
+CERTIFICATES = st.builds(CommitCertificate, INTS, INTS, BYTES, tuples(COMMITS, 4))
 HELLOS = st.builds(Hello, TEXT, TEXT, TEXT, BYTES, BYTES)
+CHECKPOINTS = st.builds(Checkpoint, INTS, BYTES, BYTES, INTS, BYTES)
+# View changes nest pre-prepares, batches and txs: keep the inner lists short.
+PREPARED_CERTS = st.builds(
+    PreparedCert, PRE_PREPARES_BARE | PRE_PREPARES_WITH_BATCH, tuples(PREPARES)
+)
+VIEW_CHANGES = st.builds(
+    ViewChange, INTS, INTS, tuples(CHECKPOINTS), tuples(PREPARED_CERTS, 2), INTS, BYTES
+)
+NEW_VIEWS = st.builds(
+    NewView,
+    INTS,
+    tuples(VIEW_CHANGES, 2),
+    tuples(PRE_PREPARES_BARE | PRE_PREPARES_WITH_BATCH, 2),
+    INTS,
+    BYTES,
+)
+STATUSES = st.builds(Status, INTS, st.booleans(), INTS, INTS, INTS, BYTES)
+FETCHES = st.builds(FetchBlocks, INTS, INTS)
+BLOCK_LISTS = st.builds(Blocks, tuples(BLOCKS, 2))
 
 ROUND_TRIP_CASES: list[tuple[type[Struct], st.SearchStrategy[Any]]] = [
     (Tx, TXS),
     (BlockHeader, HEADERS),
     (Block, BLOCKS),
+    (Batch, BATCHES),
+    (BatchHeader, BATCH_HEADERS),
     (Member, MEMBERS),
     (Genesis, GENESES),
     (Account, ACCOUNTS),
     (Receipt, RECEIPTS),
     (PrePrepare, PRE_PREPARES_BARE),
-    (PrePrepare, PRE_PREPARES_WITH_BLOCK),
+    (PrePrepare, PRE_PREPARES_WITH_BATCH),
     (Prepare, PREPARES),
     (Commit, COMMITS),
+    (Checkpoint, CHECKPOINTS),
+    (PreparedCert, PREPARED_CERTS),
+    (ViewChange, VIEW_CHANGES),
+    (NewView, NEW_VIEWS),
+    (Status, STATUSES),
     (ForwardTxs, FORWARDS),
+    (FetchBlocks, FETCHES),
+    (Blocks, BLOCK_LISTS),
     (CommitCertificate, CERTIFICATES),
     (Hello, HELLOS),
 ]
@@ -297,16 +405,10 @@ def test_hand_built_encodings_match_the_real_ones() -> None:
     assert Tx.decode(raw_tx()) == golden_tx()
 
 
-@dataclass(frozen=True)
-class _Flagged(Struct):
-    """A test-only struct with a bool field.  Its tag is set after class creation so that
-    it stays out of the global registry (decode_any never dispatches to it)."""
+def raw_status(active: bytes, view: bytes = pack(3)) -> bytes:
+    """A Status (view, active, height, stable_seq, replica, signature) with hand-built fields."""
+    return bytes([Tag.STATUS]) + array([view, active, pack(9), pack(8), pack(1), pack(b"s" * 64)])
 
-    flag: bool
-    count: int
-
-
-_Flagged.TAG = 0x7E  # type: ignore[assignment]
 
 U64_TOO_BIG = b"\xcf" + (2**63).to_bytes(8, "big")
 
@@ -356,7 +458,6 @@ REJECTED: dict[str, bytes] = {
     "unknown-tag-0x00": b"\x00" + golden_tx().encode()[1:],
     "unknown-tag-0xff": b"\xff" + golden_tx().encode()[1:],
     "signing-bytes-are-not-a-message": golden_tx().signing_bytes(),
-    "test-only-tag-not-registered": b"\x7e" + array([b"\xc3", pack(1)]),
     # empty input and non-list bodies
     "empty": b"",
     "tag-only": bytes([Tag.TX]),
@@ -372,6 +473,10 @@ REJECTED: dict[str, bytes] = {
     "bool-for-int-nonce": raw_tx(nonce=b"\xc3"),
     "nil-for-int-nonce": raw_tx(nonce=b"\xc0"),
     "int-for-bytes-signature": raw_tx(signature=pack(5)),
+    "int-for-bool-active": raw_status(pack(1)),
+    "zero-for-bool-active": raw_status(pack(0)),
+    "nil-for-bool-active": raw_status(b"\xc0"),
+    "bool-for-int-view": raw_status(b"\xc3", view=b"\xc3"),
     "list-for-map-payload": raw_tx(payload=array([])),
     "map-for-list-txs": bytes([Tag.BLOCK])
     + array([pack(golden_block().header.encode()), fixmap([]), pack(b"")]),
@@ -411,6 +516,14 @@ def test_wrong_tag_byte_for_the_expected_type() -> None:
         Block.decode(tx.encode())
     with pytest.raises(DecodeError):
         BlockHeader.decode(block.encode())
+    batch = golden_batch()
+    header = BatchHeader(batch.chain_id, batch.height, batch.proposer, batch.proposed_ms, b"")
+    with pytest.raises(DecodeError):
+        BatchHeader.decode(batch.encode())
+    with pytest.raises(DecodeError):
+        Batch.decode(header.encode())
+    with pytest.raises(DecodeError):  # a block is not the batch it executed
+        Batch.decode(block.encode())
     # Same body with the tag swapped: a Prepare and a Commit have identical fields.
     prepare = Prepare(1, 2, b"d" * 32, 3, b"s" * 64)
     with pytest.raises(DecodeError):
@@ -421,16 +534,20 @@ def test_wrong_tag_byte_for_the_expected_type() -> None:
 
 
 def test_bool_and_int_are_not_interchangeable() -> None:
-    good = b"\x7e" + array([b"\xc3", pack(1)])
-    assert _Flagged.decode(good) == _Flagged(True, 1)
+    """Status.active is the one bool field of the protocol: only msgpack true/false fit it."""
+    assert raw_status(b"\xc3") == Status(3, True, 9, 8, 1, b"s" * 64).encode()
+    assert Status.decode(raw_status(b"\xc3")) == Status(3, True, 9, 8, 1, b"s" * 64)
+    assert decode_any(raw_status(b"\xc2")) == Status(3, False, 9, 8, 1, b"s" * 64)
+    for active in (pack(1), pack(0)):  # int where bool expected
+        with pytest.raises(DecodeError):
+            Status.decode(raw_status(active))
     with pytest.raises(DecodeError):
-        _Flagged.decode(b"\x7e" + array([pack(1), pack(1)]))  # int where bool expected
+        Status.decode(raw_status(b"\xc3", view=b"\xc3"))  # bool where int expected
     with pytest.raises(DecodeError):
-        _Flagged.decode(b"\x7e" + array([pack(0), pack(1)]))
-    with pytest.raises(DecodeError):
-        _Flagged.decode(b"\x7e" + array([b"\xc3", b"\xc3"]))  # bool where int expected
-    with pytest.raises(DecodeError):
-        _Flagged.decode(b"\x7e" + array([b"\xc0", pack(1)]))  # nil where bool expected
+        Status.decode(raw_status(b"\xc0"))  # nil where bool expected
+    # An int put in the bool field never comes back as a Status (refused on encode or decode).
+    with pytest.raises(ValueError):
+        Status.decode(Status(3, 1, 9, 8, 1, b"s" * 64).encode())  # type: ignore[arg-type]
 
 
 def test_every_truncation_is_rejected() -> None:
@@ -457,10 +574,22 @@ def test_unencodable_values_are_refused_on_encode() -> None:
 
 # Decoding arbitrary bytes: either canonical (re-encodes to the same bytes) or DecodeError.
 
+
+def golden_view_change() -> ViewChange:
+    pre_prepare = PrePrepare(1, 5, golden_batch().digest, 1, b"s" * 64, golden_batch())
+    prepared = PreparedCert(pre_prepare, (Prepare(1, 5, golden_batch().digest, 2, b"p" * 64),))
+    checkpoint = Checkpoint(4, b"h" * 32, b"r" * 32, 3, b"c" * 64)
+    return ViewChange(2, 4, (checkpoint,), (prepared,), 3, b"s" * 64)
+
+
 GOLDEN_MESSAGES = [
     golden_tx().encode(),
     golden_block().encode(),
-    PrePrepare(1, 2, b"d" * 32, 0, b"s" * 64, golden_block()).encode(),
+    golden_batch().encode(),
+    PrePrepare(1, 2, golden_batch().digest, 0, b"s" * 64, golden_batch()).encode(),
+    golden_view_change().encode(),
+    Status(3, True, 9, 8, 1, b"s" * 64).encode(),
+    Blocks((golden_block(),)).encode(),
     CommitCertificate(1, 2, b"d", (Commit(1, 2, b"d", 0, b"s"),)).encode(),
     Genesis(CHAIN, 5, (Member("n0", b"k"),), {"ab" * 20: 1, "cd" * 20: 2}).encode(),
     Hello(CHAIN, "n0", "n1", b"c" * 16, b"s" * 64).encode(),
@@ -529,8 +658,42 @@ def test_nesting_beyond_msgpack_stack_limit_is_a_decode_error() -> None:
         decode_any(bytes([Tag.TX]) + b"\x91" * 5000 + b"\xc0")
 
 
+def nested(levels: int, innermost: Any) -> Any:
+    """`levels` containers inside each other, the innermost being `innermost` (empty)."""
+    value = innermost
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("innermost", [[], {}], ids=["list", "map"])
+def test_nesting_limit_is_exactly_max_depth_levels(innermost: Any) -> None:
+    """Which messages are valid is consensus-critical, so the limit is pinned to the level:
+    MAX_DEPTH nested containers are accepted, one more is refused, encoding and decoding."""
+    assert MAX_DEPTH == 32
+    empty = pack(innermost)
+    deepest = b"\x91" * (MAX_DEPTH - 1) + empty
+    assert pack(nested(MAX_DEPTH, innermost)) == deepest
+    assert unpack(deepest) == nested(MAX_DEPTH, innermost)
+    with pytest.raises(ValueError):
+        pack(nested(MAX_DEPTH + 1, innermost))
+    with pytest.raises(DecodeError):
+        unpack(b"\x91" + deepest)
+
+    # Inside a tx the field list and the payload map are the first two levels.
+    tx = Tx(CHAIN, b"s", 0, "transfer", {"x": nested(MAX_DEPTH - 2, innermost)}, b"")
+    assert Tx.decode(tx.encode()) == tx
+    raw = raw_tx(payload=fixmap([(pack("x"), b"\x91" * (MAX_DEPTH - 3) + empty)]))
+    assert decode_any(raw) == dataclasses.replace(golden_tx(), payload=tx.payload)
+    too_deep = dataclasses.replace(tx, payload={"x": nested(MAX_DEPTH - 1, innermost)})
+    with pytest.raises(ValueError):
+        too_deep.encode()
+    with pytest.raises(DecodeError):
+        decode_any(raw_tx(payload=fixmap([(pack("x"), b"\x91" * (MAX_DEPTH - 2) + empty)])))
+
+
 # ---------------------------------------------------------------------------
-# Signing bytes: a separate domain, without the signature (and, for PrePrepare, the block).
+# Signing bytes: a separate domain, without the signature (and, for PrePrepare, the batch).
 
 
 def test_tags_leave_room_for_the_signing_bit() -> None:
@@ -576,6 +739,10 @@ def test_tx_signing_bytes() -> None:
         Commit(3, 9, b"d" * 32, 1, b"s" * 64),
         Hello(CHAIN, "n0", "n1", b"c" * 16, b"s" * 64),
         PrePrepare(3, 9, b"d" * 32, 1, b"s" * 64, None),
+        Checkpoint(9, b"h" * 32, b"r" * 32, 1, b"s" * 64),
+        ViewChange(4, 0, (), (), 1, b"s" * 64),
+        NewView(4, (), (), 1, b"s" * 64),
+        Status(3, True, 9, 8, 1, b"s" * 64),
     ],
     ids=lambda m: type(m).__name__,
 )
@@ -589,18 +756,50 @@ def test_signed_messages_exclude_their_signature(message: Any) -> None:
         decode_any(signing)
 
 
-def test_pre_prepare_signing_bytes_exclude_the_block() -> None:
-    bare = PrePrepare(3, 9, golden_block().hash, 1, b"s" * 64, None)
-    full = dataclasses.replace(bare, block=golden_block())
-    other = dataclasses.replace(bare, block=golden_block().with_proof(b"p"))
-    assert bare.encode() != full.encode() != other.encode()
+def test_pre_prepare_signing_bytes_exclude_the_batch() -> None:
+    digest = golden_batch().digest
+    bare = PrePrepare(3, 9, digest, 1, b"s" * 64, None)
+    full = dataclasses.replace(bare, batch=golden_batch())
+    other = dataclasses.replace(bare, batch=dataclasses.replace(golden_batch(), txs=()))
+    assert len({bare.encode(), full.encode(), other.encode()}) == 3
     assert bare.signing_bytes() == full.signing_bytes() == other.signing_bytes()
-    assert bare.signing_bytes() == bytes([Tag.PRE_PREPARE | SIGNING_BIT]) + pack(
-        [3, 9, golden_block().hash, 1]
-    )
-    assert golden_block().encode() not in full.signing_bytes()
+    assert bare.signing_bytes() == bytes([Tag.PRE_PREPARE | SIGNING_BIT]) + pack([3, 9, digest, 1])
+    assert golden_batch().encode() not in full.signing_bytes()
+    assert golden_batch().encode() in full.encode()
     for change in ({"view": 4}, {"seq": 10}, {"digest": b"e" * 32}, {"replica": 2}):
         assert dataclasses.replace(full, **change).signing_bytes() != full.signing_bytes()
+
+
+def test_view_change_and_new_view_signatures_cover_their_proofs() -> None:
+    """Only a message's own signature is left out: the signed proofs it carries are signed."""
+    vc = golden_view_change()
+    (prepared,) = vc.prepared
+    (checkpoint,) = vc.checkpoint_proof
+    (prepare,) = prepared.prepares
+    signing = vc.signing_bytes()
+    assert prepared.encode() in signing and checkpoint.encode() in signing
+    assert golden_batch().encode() in signing  # the prepared batch's body too
+    swapped_prepare = PreparedCert(
+        prepared.pre_prepare, (dataclasses.replace(prepare, signature=b"q" * 64),)
+    )
+    for change in (
+        {"new_view": 3},
+        {"stable_seq": 5},
+        {"replica": 2},
+        {"checkpoint_proof": ()},
+        {"checkpoint_proof": (dataclasses.replace(checkpoint, signature=b"x" * 64),)},
+        {"prepared": ()},
+        {"prepared": (swapped_prepare,)},
+    ):
+        assert dataclasses.replace(vc, **change).signing_bytes() != signing
+    assert rebuild(vc).signing_bytes() == signing
+    nv = NewView(2, (vc,), (PrePrepare(2, 5, b"d" * 32, 2, b"t" * 64, None),), 2, b"s" * 64)
+    assert vc.encode() in nv.signing_bytes()
+    resigned_vc = dataclasses.replace(vc, signature=b"v" * 64)
+    assert dataclasses.replace(nv, view_changes=(resigned_vc,)).signing_bytes() != (
+        nv.signing_bytes()
+    )
+    assert dataclasses.replace(nv, pre_prepares=()).signing_bytes() != nv.signing_bytes()
 
 
 def test_prepare_and_commit_signatures_do_not_transfer() -> None:

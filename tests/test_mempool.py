@@ -1,4 +1,5 @@
-"""The mempool (consensus/mempool.py): per-sender nonce order, refusals, capacity, removal."""
+"""The mempool (consensus/mempool.py): per-sender nonce order, refusals, capacity, removal,
+and the read-only views a primary uses (pending, ready, has_ready)."""
 
 from __future__ import annotations
 
@@ -149,6 +150,73 @@ def test_take_respects_the_limit_and_senders_take_turns() -> None:
 
 
 # ---------------------------------------------------------------------------
+# Read-only views: pending(), ready(), has_ready().
+
+
+def test_pending_lists_senders_in_turn_each_in_nonce_order() -> None:
+    pool = Mempool()
+    assert list(pool.pending()) == []
+    # senders first arrive in the order 1, 0, 2; nonces arrive shuffled and with gaps
+    for s, n in [(1, 2), (0, 1), (1, 0), (2, 3), (0, 0), (1, 1), (0, 4)]:
+        assert pool.add(tx(s, n))
+    expected = [tx(1, 0), tx(1, 1), tx(1, 2), tx(0, 0), tx(0, 1), tx(0, 4), tx(2, 3)]
+    assert list(pool.pending()) == expected  # gapped and waiting txs included
+    assert list(pool.pending()) == expected and len(pool) == 7  # reading removes nothing
+
+    # a sender cut off by take()'s limit goes to the back of the line, in pending() too
+    assert pool.take(at_zero, 2) == [tx(1, 0), tx(1, 1)]
+    assert list(pool.pending()) == [tx(0, 0), tx(0, 1), tx(0, 4), tx(2, 3), tx(1, 2)]
+    # a sender whose txs are all gone is no longer listed
+    pool.remove([tx(2, 3, variant=1)], nonces_from({SENDERS[2]: 4}))
+    assert list(pool.pending()) == [tx(0, 0), tx(0, 1), tx(0, 4), tx(1, 2)]
+
+
+def test_ready_returns_the_executable_runs_without_removing_them() -> None:
+    pool = Mempool()
+    for n in (0, 1, 2, 4):
+        pool.add(tx(0, n))
+    for n in (1, 2):
+        pool.add(tx(1, n))
+    pool.add(tx(2, 0))
+    before = list(pool.pending())
+    chain = {SENDERS[0]: 1}  # sender 0 already used nonce 0; the others are at 0
+
+    # sender 0: from nonce 1 up to the gap at 3 (the stale nonce 0 is not offered);
+    # sender 1: waits for its nonce 0; sender 2: its nonce 0
+    ready = pool.ready(nonces_from(chain), 100)
+    assert ready == [tx(0, 1), tx(0, 2), tx(2, 0)]
+    assert pool.ready(nonces_from(chain), 100) == ready  # asking again gives the same
+    assert list(pool.pending()) == before and len(pool) == 7  # nothing was removed
+    assert tx(0, 0).tx_id in pool  # not even the stale tx
+
+    assert pool.ready(nonces_from(chain), 2) == [tx(0, 1), tx(0, 2)]
+    assert pool.ready(nonces_from(chain), 1) == [tx(0, 1)]
+    assert pool.ready(nonces_from(chain), 0) == []
+    # sender 1 becomes ready once the chain reaches its first pending nonce
+    later = {SENDERS[0]: 1, SENDERS[1]: 1}
+    assert pool.ready(nonces_from(later), 100) == [tx(0, 1), tx(0, 2), tx(1, 1), tx(1, 2), tx(2, 0)]
+    # what ready() offers is exactly what take() then hands out
+    assert pool.take(nonces_from(chain), 100) == ready
+    assert list(pool.pending()) == [tx(0, 4), tx(1, 1), tx(1, 2)]  # the stale tx(0, 0) dropped
+    assert pool.ready(nonces_from({SENDERS[0]: 3}), 100) == []
+
+
+def test_has_ready() -> None:
+    pool = Mempool()
+    assert not pool.has_ready(at_zero)
+    pool.add(tx(0, 2))
+    assert not pool.has_ready(at_zero)  # nonces 0 and 1 are missing
+    assert pool.has_ready(nonces_from({SENDERS[0]: 2}))
+    assert not pool.has_ready(nonces_from({SENDERS[0]: 3}))  # stale: can never apply
+    pool.add(tx(1, 0))
+    assert pool.has_ready(at_zero)  # another sender's next tx is here
+    assert len(pool) == 2 and list(pool.pending()) == [tx(0, 2), tx(1, 0)]
+    pool.take(at_zero, 100)
+    assert not pool.has_ready(at_zero)
+    assert pool.has_ready(nonces_from({SENDERS[0]: 2}))
+
+
+# ---------------------------------------------------------------------------
 # Refusals and capacity.
 
 
@@ -259,6 +327,20 @@ def check(pool: Mempool, model: Model) -> None:
     assert len(pool) == len(held)  # len agrees with membership
     assert held == model.ids()
     assert len(pool) == len(model.pending)
+    # pending() lists every held tx once: senders in turn, each in increasing nonce order
+    listed = list(pool.pending())
+    assert len(listed) == len(pool) and {t.tx_id for t in listed} == held
+    senders = [t.sender_address for t in listed]
+    turns = [a for i, a in enumerate(senders) if i == 0 or senders[i - 1] != a]
+    assert len(turns) == len(set(turns))  # one contiguous run per sender
+    for a in turns:
+        mine = [t.nonce for t in listed if t.sender_address == a]
+        assert mine == sorted(mine)
+    # ready() and has_ready() agree with the model, whatever the limit
+    runs = [t for s in SENDERS for t in model.run(s)]
+    assert pool.has_ready(model.nonce_of) == bool(runs)
+    everything = pool.ready(model.nonce_of, len(model.pending) + 1)
+    assert sorted(t.tx_id for t in everything) == sorted(t.tx_id for t in runs)
 
 
 ADD = st.tuples(
@@ -296,7 +378,9 @@ def test_random_operations_keep_the_pool_consistent(
         elif op == "take":
             limit, commit = a, bool(b)
             retrievable = sum(len(model.run(s)) for s in SENDERS)
+            offered = pool.ready(model.nonce_of, limit)
             batch = pool.take(model.nonce_of, limit)
+            assert batch == offered  # take() hands out exactly what ready() offered
             assert len(batch) == min(limit, retrievable)
             assert len({t.tx_id for t in batch}) == len(batch)
             for s in range(len(KEYS)):

@@ -1,4 +1,4 @@
-"""PBFT normal case in the deterministic in-process cluster (same Replica as the runtime)."""
+"""PBFT replica behaviour, driven directly or in the deterministic simulator."""
 
 from __future__ import annotations
 
@@ -6,13 +6,24 @@ import dataclasses
 
 import pytest
 
-from consensus.events import Broadcast, ClientTx, MessageReceived, TimerFired
-from consensus.pbft.certificate import verify_certificate
-from consensus.pbft.messages import Commit, CommitCertificate, Prepare, PrePrepare, sign
-from ledger.block import Block
+from consensus.events import Broadcast, ClientTx, MessageReceived, Persist, TimerFired
+from consensus.pbft.messages import (
+    Commit,
+    CommitCertificate,
+    NewView,
+    Prepare,
+    PrePrepare,
+    ViewChange,
+    sign,
+)
+from consensus.pbft.proofs import valid_new_view, verify_certificate
+from consensus.pbft.replica import Replica
+from ledger.block import Batch, Block
+from ledger.encoding import Struct
 from ledger.errors import InvalidBlock
 from ledger.tx import Tx, transfer
 from node.sim.cluster import SimCluster
+from node.sim.faults import Crash, FaultPlan
 
 ACCOUNTS = {"alice": 10**9, "bob": 10**9, "carol": 10**9}
 
@@ -29,33 +40,40 @@ def workload(c: SimCluster, per_account: int) -> list[Tx]:
 
 def submit_randomly(c: SimCluster, txs: list[Tx]) -> None:
     """Each tx to a random node: a sender's nonces reach the primary out of order."""
-    nodes = sorted(c.replicas)
+    nodes = sorted(c.nodes)
     for tx in txs:
         c.submit(c.rng.choice(nodes), tx)
 
 
-def committed_txs(c: SimCluster, node: str) -> list[bytes]:
-    return [tx.tx_id for b in c.chains[node] for tx in b.txs]
+def committed(c: SimCluster, node: str) -> list[bytes]:
+    store = c.nodes[node].store
+    return [t for h in range(1, store.height + 1) for t in store.get_tx_ids(h)]
 
 
 def all_committed(c: SimCluster, total: int, nodes: list[str] | None = None) -> bool:
-    return all(len(committed_txs(c, n)) >= total for n in nodes or c.replicas)
+    return all(c.nodes[n].store.tx_count >= total for n in nodes or c.nodes)
 
 
-@pytest.mark.parametrize("seed", range(12))
+def chain(c: SimCluster, node: str) -> list[bytes | None]:
+    store = c.nodes[node].store
+    return [store.block_hash(h) for h in range(1, store.height + 1)]
+
+
+@pytest.mark.parametrize("seed", range(8))
 def test_every_tx_commits_once_and_replicas_agree(seed: int) -> None:
-    c = SimCluster(4, seed, accounts=ACCOUNTS, delay_ms=(1, 30))
+    c = SimCluster(4, seed, accounts=ACCOUNTS, plan=FaultPlan(jitter_ms=30))
     txs = workload(c, 60)
     submit_randomly(c, txs)
-    assert c.run_until(lambda: all_committed(c, len(txs))), f"stalled (seed {seed})"
-    chains = {n: [b.hash for b in ch] for n, ch in c.chains.items()}
-    assert len({tuple(h) for h in chains.values()}) == 1, "replicas committed different chains"
-    ids = committed_txs(c, "n0")
-    assert sorted(ids) == sorted(tx.tx_id for tx in txs) and len(set(ids)) == len(ids)
-    for block in c.chains["n1"]:
-        verify_certificate(block, c.genesis.members)
-    states = {r.state.root() for r in c.replicas.values()}
-    assert len(states) == 1
+    assert c.run_until(lambda: all_committed(c, len(txs)), 60_000), f"stalled (seed {seed})"
+    assert len({tuple(chain(c, n)) for n in c.nodes}) == 1, "replicas committed different chains"
+    ids = committed(c, "n0")
+    assert sorted(ids) == sorted(tx.tx_id for tx in txs)
+    store = c.nodes["n1"].store
+    for h in range(1, store.height + 1):
+        block = store.get_block(h)
+        assert block is not None
+        verify_certificate(block, c.config)
+    assert len({r.state.root() for r in c.replicas.values()}) == 1
     assert c.replicas["n2"].state.total_supply() == sum(ACCOUNTS.values())
 
 
@@ -63,85 +81,101 @@ def test_seven_replicas_commit() -> None:
     c = SimCluster(7, 3, accounts=ACCOUNTS)
     txs = workload(c, 30)
     submit_randomly(c, txs)
-    assert c.run_until(lambda: all_committed(c, len(txs)))
+    assert c.run_until(lambda: all_committed(c, len(txs)), 60_000)
     assert len({r.state.root() for r in c.replicas.values()}) == 1
 
 
-def test_same_seed_same_run() -> None:
-    runs = []
-    for _ in range(2):
-        c = SimCluster(4, 99, accounts=ACCOUNTS, delay_ms=(1, 20))
-        submit_randomly(c, workload(c, 20))
-        assert c.run_until(lambda c=c: all_committed(c, 60))
-        runs.append(([b.hash for b in c.chains["n3"]], c.now, c.sent))
-    assert runs[0] == runs[1]
-
-
 def test_one_crashed_backup_does_not_stop_the_others() -> None:
-    c = SimCluster(4, 5, accounts=ACCOUNTS)
-    c.crashed.add("n3")
+    c = SimCluster(4, 5, accounts=ACCOUNTS, plan=FaultPlan(crashes=(Crash("n3", 0),)))
     txs = workload(c, 40)
     for i, tx in enumerate(txs):
-        c.submit(("n0", "n1", "n2")[i % 3], tx)
-    assert c.run_until(lambda: all_committed(c, len(txs), ["n0", "n1", "n2"]))
-    assert c.chains["n3"] == []
+        c.submit(("n0", "n1", "n2")[i % 3], tx, at_ms=1)
+    assert c.run_until(lambda: all_committed(c, len(txs), ["n0", "n1", "n2"]), 60_000)
+    assert c.nodes["n3"].store.height == 0
+
+
+def test_a_crashed_primary_is_replaced_and_the_new_one_commits() -> None:
+    c = SimCluster(4, 6, accounts=ACCOUNTS, plan=FaultPlan(crashes=(Crash("n0", 50),)))
+    txs = workload(c, 10)
+    for tx in txs:
+        c.submit("n2", tx, at_ms=100)
+    assert c.run_until(lambda: all_committed(c, len(txs), ["n1", "n2", "n3"]), 30_000)
+    views = {r.view for r in c.replicas.values()}
+    assert views == {1} and c.replicas["n1"].is_primary
+    assert all(r.stats["views_entered"] == 1 for r in c.replicas.values())
+
+
+def test_a_restarted_replica_catches_up_from_its_store() -> None:
+    plan = FaultPlan(crashes=(Crash("n3", 100, 3_000),))
+    c = SimCluster(4, 7, accounts=ACCOUNTS, plan=plan, config={"checkpoint_interval": 4})
+    txs = workload(c, 40)
+    for i, tx in enumerate(txs):
+        c.submit(("n0", "n1", "n2")[i % 3], tx, at_ms=200 + i * 10)
+    assert c.run_until(lambda: all_committed(c, len(txs)), 60_000)
+    assert chain(c, "n3") == chain(c, "n0")
+    assert c.replicas["n3"].stats["fetched_blocks"] > 0
+    assert c.conflicting_votes == []
 
 
 def test_duplicate_submissions_commit_once() -> None:
     c = SimCluster(4, 8, accounts=ACCOUNTS)
     txs = workload(c, 10)
     for tx in txs:
-        for node in c.replicas:  # the same tx sent to every node
+        for node in c.nodes:  # the same tx sent to every node
             c.submit(node, tx)
-    assert c.run_until(lambda: all_committed(c, len(txs)))
-    c.run_until(lambda: False, max_ms=c.now + 1000)  # let stragglers arrive
-    assert len(committed_txs(c, "n0")) == len(txs)
+    assert c.run_until(lambda: all_committed(c, len(txs)), 30_000)
+    c.run_until(lambda: False, c.now + 1000)  # let stragglers arrive
+    assert c.nodes["n0"].store.tx_count == len(txs)
+    assert c.nodes["n0"].store.repeated_tx_ids() == []
 
 
-def test_window_bounds_blocks_in_flight() -> None:
-    c = SimCluster(4, 2, accounts=ACCOUNTS, batch_size_max=5, delay_ms=(5, 40))
-    c.config = dataclasses.replace(c.config, window=2)
-    for r in c.replicas.values():
-        r.config = c.config
+def test_window_bounds_batches_in_flight() -> None:
+    c = SimCluster(
+        4,
+        2,
+        accounts=ACCOUNTS,
+        plan=FaultPlan(delay_ms=5, jitter_ms=35),
+        config={"batch_size_max": 5, "window": 2},
+    )
     submit_randomly(c, workload(c, 30))
-    primary = c.replicas["n0"]
+    primary = c.nodes["n0"]
     worst = 0
 
     def done() -> bool:
         nonlocal worst
-        worst = max(worst, primary.next_seq - 1 - primary.height)
+        r = primary.replica
+        assert r is not None
+        worst = max(worst, r.next_seq - 1 - r.height)
         return all_committed(c, 90)
 
-    assert c.run_until(done)
+    assert c.run_until(done, 60_000)
     assert 1 <= worst <= 2
 
 
-# -- Byzantine inputs to one replica ---------------------------------------------------------
+# -- one replica fed Byzantine input ---------------------------------------------------------
 
 
 def first_pre_prepare(c: SimCluster, tx: Tx) -> PrePrepare:
-    """Let the primary propose a block holding `tx` and return its PRE-PREPARE."""
+    """Let the primary propose a batch holding `tx` and return its PRE-PREPARE."""
     primary = c.replicas["n0"]
-    actions = primary.step(ClientTx(tx), 0)
-    actions += primary.step(TimerFired("batch"), 100)
+    actions = primary.step(ClientTx(tx), 0) + primary.step(TimerFired("batch"), 100)
     pps = [a.message for a in actions if isinstance(a, Broadcast)]
     assert pps and isinstance(pps[0], PrePrepare)
+    persisted = [a.message for a in actions if isinstance(a, Persist)]
+    assert pps[0] in persisted, "a pre-prepare must be persisted before it is sent"
     return pps[0]
 
 
-def test_backup_rejects_block_with_wrong_state_root() -> None:
+def test_backup_rejects_a_batch_that_does_not_match_its_digest() -> None:
     c = SimCluster(4, 1, accounts=ACCOUNTS)
     pp = first_pre_prepare(c, workload(c, 1)[0])
-    assert pp.block is not None
-    bad_header = dataclasses.replace(pp.block.header, state_root=bytes(32))
-    bad_block = Block(bad_header, pp.block.txs, b"")
-    forged = sign(dataclasses.replace(pp, digest=bad_block.hash, block=bad_block), c.keys["n0"])
+    assert pp.batch is not None
+    other = dataclasses.replace(pp.batch, proposed_ms=pp.batch.proposed_ms + 1)
+    forged = dataclasses.replace(pp, batch=other)  # signature still valid: it omits the batch
     backup = c.replicas["n1"]
-    actions = backup.step(MessageReceived("n0", forged), 100)
-    assert not any(isinstance(a, Broadcast) for a in actions)
-    assert backup.stats["invalid_block"] == 1
-    # the honest proposal for the same sequence number is still accepted afterwards
-    actions = backup.step(MessageReceived("n0", pp), 100)
+    assert backup.step(MessageReceived("n0", forged), 100) == []
+    assert backup.stats["bad_pre_prepare"] == 1
+    actions = backup.step(MessageReceived("n0", pp), 100)  # the honest one still works
     assert any(isinstance(a, Broadcast) and isinstance(a.message, Prepare) for a in actions)
 
 
@@ -153,10 +187,10 @@ def test_votes_with_bad_signatures_or_from_the_wrong_role_are_ignored() -> None:
     forged = Prepare(0, pp.seq, pp.digest, 2, bytes(64))
     assert backup.step(MessageReceived("n2", forged), 100) == []
     assert backup.stats["bad_signature"] == 1
-    not_primary = sign(dataclasses.replace(pp, replica=2, signature=b""), c.keys["n2"])
+    not_primary = sign(dataclasses.replace(pp, replica=2, signature=b""), c.nodes["n2"].key)
     backup.step(MessageReceived("n2", not_primary), 100)
-    assert backup.stats["pre_prepare_from_backup"] == 1
-    from_primary = sign(Prepare(0, pp.seq, pp.digest, 0, b""), c.keys["n0"])
+    assert backup.stats["bad_pre_prepare"] == 1
+    from_primary = sign(Prepare(0, pp.seq, pp.digest, 0, b""), c.nodes["n0"].key)
     backup.step(MessageReceived("n0", from_primary), 100)
     assert backup.stats["prepare_from_primary"] == 1
     assert 0 not in backup.log[pp.seq].prepares
@@ -164,11 +198,10 @@ def test_votes_with_bad_signatures_or_from_the_wrong_role_are_ignored() -> None:
 
 def test_conflicting_pre_prepare_keeps_the_first() -> None:
     c = SimCluster(4, 1, accounts=ACCOUNTS)
-    txs = workload(c, 2)
-    pp = first_pre_prepare(c, txs[0])
-    assert pp.block is not None
-    other = Block(dataclasses.replace(pp.block.header, timestamp_ms=7), pp.block.txs, b"")
-    conflicting = sign(dataclasses.replace(pp, digest=other.hash, block=other), c.keys["n0"])
+    pp = first_pre_prepare(c, workload(c, 1)[0])
+    assert pp.batch is not None
+    other = dataclasses.replace(pp.batch, proposed_ms=7)
+    conflicting = sign(dataclasses.replace(pp, digest=other.digest, batch=other), c.nodes["n0"].key)
     backup = c.replicas["n1"]
     backup.step(MessageReceived("n0", pp), 100)
     backup.step(MessageReceived("n0", conflicting), 100)
@@ -177,14 +210,42 @@ def test_conflicting_pre_prepare_keeps_the_first() -> None:
     assert slot_pp is not None and slot_pp.digest == pp.digest
 
 
-# -- commit certificates ---------------------------------------------------------------------
+def test_a_restored_replica_refuses_to_contradict_its_persisted_votes() -> None:
+    c = SimCluster(4, 1, accounts=ACCOUNTS)
+    pp = first_pre_prepare(c, workload(c, 1)[0])
+    assert pp.batch is not None
+    node = c.nodes["n1"]
+    earlier = sign(Prepare(0, pp.seq, bytes(32), 1, b""), node.key)  # signed before a crash
+    node.store.persist([(pp.seq, 0, earlier.encode())])
+    s = node.store
+    restored = Replica(c.config, "n1", node.key, s.state, s.last_header, node.durable_records())
+    actions = restored.step(MessageReceived("n0", pp), 100)
+    assert not any(isinstance(a, Broadcast) and isinstance(a.message, Prepare) for a in actions)
+    assert restored.stats["refused_conflicting_vote"] == 1
 
 
-def committed_block(seed: int = 4) -> tuple[SimCluster, Block]:
-    c = SimCluster(4, seed, accounts=ACCOUNTS, batch_size_max=3)
+def test_a_restored_replica_resumes_its_view_change() -> None:
+    c = SimCluster(4, 1, accounts=ACCOUNTS)
+    node = c.nodes["n2"]
+    vc = sign(ViewChange(3, 0, (), (), 2, b""), node.key)
+    node.store.persist([(-1, 3, vc.encode())])
+    s = node.store
+    restored = Replica(c.config, "n2", node.key, s.state, s.last_header, node.durable_records())
+    assert (restored.view, restored.active) == (3, False)
+    sent = [a.message for a in restored.start(0) if isinstance(a, Broadcast)]
+    assert any(isinstance(m, ViewChange) and m.new_view == 3 for m in sent)
+
+
+# -- proofs ----------------------------------------------------------------------------------
+
+
+def committed_block(seed: int = 4) -> tuple[SimCluster, Block, Block]:
+    c = SimCluster(4, seed, accounts=ACCOUNTS, config={"batch_size_max": 3})
     submit_randomly(c, workload(c, 3))
-    assert c.run_until(lambda: all_committed(c, 9))
-    return c, c.chains["n0"][0]
+    assert c.run_until(lambda: all_committed(c, 9), 30_000)
+    first, second = (c.nodes["n0"].store.get_block(h) for h in (1, 2))
+    assert first is not None and second is not None
+    return c, first, second
 
 
 def with_commits(block: Block, commits: tuple[Commit, ...]) -> Block:
@@ -193,8 +254,8 @@ def with_commits(block: Block, commits: tuple[Commit, ...]) -> Block:
 
 
 def test_certificate_verifies_and_tampering_fails() -> None:
-    c, block = committed_block()
-    cert = verify_certificate(block, c.genesis.members)
+    c, block, second = committed_block()
+    cert = verify_certificate(block, c.config)
     assert len(cert.commits) >= 3
     commits = cert.commits
     bad_sig = dataclasses.replace(commits[0], signature=bytes(64))
@@ -203,9 +264,37 @@ def test_certificate_verifies_and_tampering_fails() -> None:
         "too few": with_commits(block, commits[:2]),
         "repeated signer": with_commits(block, (commits[0], commits[0], commits[1])),
         "unreadable": block.with_proof(b"\x00garbage"),
-        "other block": c.chains["n0"][1].with_proof(block.proof),
+        "other block": second.with_proof(block.proof),
     }
     for name, bad in cases.items():
         with pytest.raises(InvalidBlock):
-            verify_certificate(bad, c.genesis.members)
+            verify_certificate(bad, c.config)
             pytest.fail(f"accepted a certificate with {name}")
+
+
+def a_new_view() -> tuple[SimCluster, NewView]:
+    c = SimCluster(4, 9, accounts=ACCOUNTS, plan=FaultPlan(crashes=(Crash("n0", 50),)))
+    nvs: list[Struct] = []
+    c.on_send.append(lambda _s, _t, m: nvs.append(m) if isinstance(m, NewView) else None)
+    for tx in workload(c, 3):
+        c.submit("n2", tx, at_ms=100)
+    assert c.run_until(lambda: bool(nvs), 30_000)
+    assert isinstance(nvs[0], NewView)
+    return c, nvs[0]
+
+
+def test_new_view_is_checked_by_recomputing_it() -> None:
+    c, nv = a_new_view()
+    assert valid_new_view(nv, c.config)
+    primary_key = c.nodes[c.config.members[nv.view % 4].node_id].key
+    null = Batch(c.config.chain_id, 99, "n1", 0, ())
+    extra = sign(PrePrepare(nv.view, 99, null.digest, nv.replica, b"", null), primary_key)
+    tampered = {
+        "too few view changes": dataclasses.replace(nv, view_changes=nv.view_changes[:2]),
+        "an extra pre-prepare": dataclasses.replace(nv, pre_prepares=(*nv.pre_prepares, extra)),
+        "unsigned": dataclasses.replace(nv, signature=bytes(64)),
+        "wrong sender": dataclasses.replace(nv, replica=(nv.replica + 1) % 4),
+    }
+    for name, bad in tampered.items():
+        resigned = bad if name == "unsigned" else sign(bad, primary_key)
+        assert not valid_new_view(resigned, c.config), f"accepted a NEW-VIEW with {name}"

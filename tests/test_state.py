@@ -1,4 +1,4 @@
-"""The state transition (ledger/state.py), block linkage and stateless tx checks."""
+"""The state transition (ledger/state.py), batch execution, block linkage and tx checks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.block import Block, BlockHeader, Genesis, Member, check_successor
+from ledger.block import Batch, BatchHeader, Block, BlockHeader, Genesis, Member, check_successor
 from ledger.crypto import KeyPair
 from ledger.encoding import MAX_INT
 from ledger.errors import BadSignature, InvalidBlock, MalformedTx, WrongChain
+from ledger.merkle import EMPTY_ROOT
 from ledger.state import (
     BAD_NONCE,
     INSUFFICIENT_FUNDS,
@@ -24,7 +25,9 @@ from ledger.state import (
     apply_block,
     apply_txs,
     build_block,
+    execute_batch,
     genesis_header,
+    receipts_root,
 )
 from ledger.tx import Tx, transfer
 
@@ -250,9 +253,16 @@ def test_apply_block_rejects_a_consistent_header_on_a_different_state() -> None:
 
 
 def test_check_successor_accepts_the_real_successor() -> None:
-    _, parent, block = _one_block()
+    state, parent, block = _one_block()
+    assert parent.timestamp_ms == 1_000
+    assert block.header.proposed_ms == block.header.timestamp_ms == 2_000
     check_successor(parent, block.header)
-    check_successor(parent, _with_header(block, timestamp_ms=parent.timestamp_ms).header)
+    # a proposer whose clock is behind the parent's: the block keeps the parent's time
+    for proposed in (0, 999, 1_000):
+        behind, _, _ = build(state, parent, list(block.txs), ts=proposed)
+        assert behind.header.proposed_ms == proposed
+        assert behind.header.timestamp_ms == 1_000
+        check_successor(parent, behind.header)
 
 
 BAD_LINKS: dict[str, dict[str, Any]] = {
@@ -262,6 +272,12 @@ BAD_LINKS: dict[str, dict[str, Any]] = {
     "parent is genesis digest": {"parent": genesis_header(make_genesis()).parent},
     "chain id": {"chain_id": "other-chain"},
     "time goes back": {"timestamp_ms": make_genesis().timestamp_ms - 1},
+    # the block was proposed at 2_000 on a parent at 1_000: its time must be exactly 2_000
+    "time behind the proposal": {"timestamp_ms": 1_999},
+    "time ahead of the proposal": {"timestamp_ms": 2_001},
+    "time is the parent's": {"timestamp_ms": 1_000},
+    "proposal changed, time not": {"proposed_ms": 2_500},
+    "proposal moved behind the parent": {"proposed_ms": 500},
 }
 
 
@@ -272,13 +288,179 @@ def test_check_successor_rejects(changes: dict[str, Any]) -> None:
         check_successor(parent, _with_header(block, **changes).header)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    parent_ms=st.integers(0, 3_000),
+    proposed_ms=st.integers(0, 3_000),
+    timestamp_ms=st.integers(0, 3_000),
+)
+def test_block_time_rule(parent_ms: int, proposed_ms: int, timestamp_ms: int) -> None:
+    """A header links iff its time is exactly max(its proposal time, its parent's time)."""
+    _, genesis_parent, block = _one_block()
+    parent = dataclasses.replace(genesis_parent, timestamp_ms=parent_ms)
+    header = dataclasses.replace(
+        block.header, parent=parent.sha256(), proposed_ms=proposed_ms, timestamp_ms=timestamp_ms
+    )
+    if timestamp_ms == max(proposed_ms, parent_ms):
+        check_successor(parent, header)
+    else:
+        with pytest.raises(InvalidBlock, match="time"):
+            check_successor(parent, header)
+
+
 def test_genesis_header_binds_the_genesis() -> None:
     a, b = make_genesis(), make_genesis({**BALANCES, DAVE.address: 11})
     header_a, header_b = genesis_header(a), genesis_header(b)
     assert header_a.height == 0 and header_a.parent == a.sha256()
+    assert header_a.timestamp_ms == header_a.proposed_ms == a.timestamp_ms
     assert header_a.state_root == State.from_genesis(a).root()
     assert header_a.sha256() != header_b.sha256()
     assert genesis_header(make_genesis(chain_id="x")).chain_id == "x"
+
+
+# ---------------------------------------------------------------------------
+# execute_batch: the block every replica derives from a committed batch.
+
+
+def _batch_txs() -> tuple[Tx, ...]:
+    return (
+        transfer(ALICE, CHAIN, 0, BOB.address, 100),
+        transfer(DAVE, CHAIN, 0, CAROL.address, 11),  # DAVE holds 10: fails, still included
+        transfer(BOB, CHAIN, 0, STRANGER, 7),
+    )
+
+
+def test_replicas_executing_the_same_batch_derive_the_same_block() -> None:
+    batch = Batch(CHAIN, 1, "n2", 5_000, _batch_txs())
+    # Two replicas: genesis built separately (accounts in another order), and the batch
+    # as each received it off the wire.
+    genesis_a = make_genesis()
+    genesis_b = make_genesis(dict(reversed(list(BALANCES.items()))))
+    received = Batch.decode(batch.encode())
+    block_a, state_a, receipts_a = execute_batch(
+        State.from_genesis(genesis_a), genesis_header(genesis_a), batch
+    )
+    block_b, state_b, receipts_b = execute_batch(
+        State.from_genesis(genesis_b), genesis_header(genesis_b), received
+    )
+    assert block_a.hash == block_b.hash
+    assert block_a.encode() == block_b.encode()
+    assert receipts_a == receipts_b
+    assert state_a.root() == state_b.root() == block_a.header.state_root
+    assert snapshot(state_a) == snapshot(state_b)
+
+    # What the block is made of.
+    parent = genesis_header(genesis_a)
+    header = block_a.header
+    assert (header.chain_id, header.height, header.parent) == (CHAIN, 1, parent.sha256())
+    assert (header.proposer, header.proposed_ms, header.timestamp_ms) == ("n2", 5_000, 5_000)
+    assert block_a.txs == batch.txs and block_a.proof == b""
+    assert [r.reason for r in receipts_a] == [OK, INSUFFICIENT_FUNDS, OK]
+    assert header.receipts_root == receipts_root(receipts_a)
+    check_successor(parent, header)
+    # Any replica can re-check the block with the plain state transition.
+    replayed, replayed_receipts = apply_block(State.from_genesis(genesis_a), block_a)
+    assert replayed.root() == state_a.root() and replayed_receipts == receipts_a
+    # build_block is execute_batch of the batch it describes.
+    built, built_state, built_receipts = build_block(
+        State.from_genesis(genesis_a), parent, batch.txs, "n2", 5_000
+    )
+    assert built == block_a and built.hash == block_a.hash
+    assert built_state.root() == state_a.root() and built_receipts == receipts_a
+
+
+def test_the_block_hash_covers_who_proposed_the_batch_and_when() -> None:
+    genesis = make_genesis()
+    state, parent = State.from_genesis(genesis), genesis_header(genesis)
+    base = Batch(CHAIN, 1, "n2", 5_000, _batch_txs())
+    block, after, _ = execute_batch(state, parent, base)
+    for change in ({"proposer": "n3"}, {"proposed_ms": 5_001}):
+        other, other_state, _ = execute_batch(state, parent, dataclasses.replace(base, **change))
+        assert other.hash != block.hash
+        assert other_state.root() == after.root()  # same txs, same outcome
+
+
+@pytest.mark.parametrize("proposed_ms", [0, 4_999, 5_000, 5_001, 9_000])
+def test_block_time_is_the_later_of_proposal_and_parent(proposed_ms: int) -> None:
+    genesis = make_genesis()
+    state = State.from_genesis(genesis)
+    first, state, _ = execute_batch(
+        state, genesis_header(genesis), Batch(CHAIN, 1, "n0", 5_000, ())
+    )
+    parent = first.header
+    assert parent.timestamp_ms == 5_000
+    batch = Batch(CHAIN, 2, "n1", proposed_ms, (transfer(ALICE, CHAIN, 0, BOB.address, 1),))
+    block, _, (receipt,) = execute_batch(state, parent, batch)
+    assert receipt.ok
+    assert block.header.timestamp_ms == max(proposed_ms, 5_000)
+    assert block.header.proposed_ms == proposed_ms  # the proposer's clock is kept as ordered
+    check_successor(parent, block.header)
+
+
+@settings(max_examples=50, deadline=None)
+@given(clocks=st.lists(st.integers(0, 10_000), max_size=8))
+def test_block_times_never_go_back_whatever_the_proposers_clocks(clocks: list[int]) -> None:
+    genesis = make_genesis()
+    state, parent = State.from_genesis(genesis), genesis_header(genesis)
+    expected = genesis.timestamp_ms
+    for height, clock in enumerate(clocks, start=1):
+        block, state, _ = execute_batch(state, parent, Batch(CHAIN, height, "n0", clock, ()))
+        expected = max(expected, clock)
+        assert block.header.timestamp_ms == expected
+        check_successor(parent, block.header)
+        parent = block.header
+
+
+def test_a_null_batch_gives_an_empty_block_at_the_parent_time() -> None:
+    genesis = make_genesis()
+    state0 = State.from_genesis(genesis)
+    first, state, _ = execute_batch(
+        state0, genesis_header(genesis), Batch(CHAIN, 1, "n0", 7_000, _batch_txs())
+    )
+    parent = first.header
+    null = Batch(CHAIN, 2, "n1", 0, ())  # what a new primary proposes for an unfilled height
+    block, after, receipts = execute_batch(state, parent, null)
+    assert block.txs == () and receipts == ()
+    header = block.header
+    assert header.timestamp_ms == parent.timestamp_ms == 7_000
+    assert header.proposed_ms == 0
+    assert (header.height, header.parent, header.proposer) == (2, parent.sha256(), "n1")
+    assert header.tx_root == header.receipts_root == EMPTY_ROOT
+    # the state is unchanged
+    assert header.state_root == state.root() == after.root() == parent.state_root
+    assert snapshot(after) == snapshot(state)
+    check_successor(parent, header)
+    applied, applied_receipts = apply_block(state, block)
+    assert applied.root() == state.root() and applied_receipts == ()
+    assert header.batch_digest() == null.digest
+
+
+BATCHES: dict[str, Batch] = {
+    "with txs": Batch(CHAIN, 1, "n2", 5_000, _batch_txs()),
+    "empty": Batch(CHAIN, 1, "n0", 5_000, ()),
+    "null": Batch(CHAIN, 1, "n1", 0, ()),
+    "clock behind": Batch(CHAIN, 1, "n3", 3, _batch_txs()[:1]),
+}
+
+
+@pytest.mark.parametrize("batch", list(BATCHES.values()), ids=list(BATCHES))
+def test_the_header_yields_the_digest_of_its_batch(batch: Batch) -> None:
+    """The commit certificate signs the batch digest; a block must lead back to it."""
+    genesis = make_genesis()
+    state, parent = State.from_genesis(genesis), genesis_header(genesis)
+    block, _, _ = execute_batch(state, parent, batch)
+    assert block.header.batch_digest() == batch.digest
+    h = block.header
+    assert batch.digest == BatchHeader(CHAIN, 1, h.proposer, h.proposed_ms, h.tx_root).sha256()
+    # The digest is fixed before execution: on another state the same batch gives another
+    # block (other roots), but the same batch digest.
+    other_state, _ = apply_txs(state, [transfer(ALICE, CHAIN, 0, DAVE.address, 990)])
+    other, _, _ = execute_batch(other_state, parent, batch)
+    assert other.header.batch_digest() == batch.digest
+    if batch.txs:
+        assert other.hash != block.hash
+    # and batches differing in anything proposed have different digests
+    assert len({b.digest for b in BATCHES.values()}) == len(BATCHES)
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The SQLite store (ledger/store.py): persistence, reopening, refusals, and crash safety."""
+"""The SQLite store (ledger/store.py): persistence, reopening, refusals, the consensus log,
+and crash safety."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.block import Block, Genesis, Member, check_successor
 from ledger.crypto import KeyPair
@@ -220,11 +223,17 @@ def test_append_refuses_blocks_that_do_not_extend_the_chain(tmp_path: Path) -> N
         store.close()
 
 
+# After fill() the last block is at 1_040; the next is proposed at 1_050, so its time is 1_050.
 BAD_HEADERS: dict[str, dict[str, Any]] = {
     "height-skips": {"height": 7},
     "height-repeats": {"height": 4},
     "other-chain-id": {"chain_id": "another-chain"},
     "time-goes-back": {"timestamp_ms": 0},
+    "time-is-the-parents": {"timestamp_ms": 1_040},
+    "time-behind-proposal": {"timestamp_ms": 1_049},
+    "time-ahead-of-proposal": {"timestamp_ms": 1_051},
+    "proposal-changed-time-not": {"proposed_ms": 1_060},
+    "proposal-behind-parent": {"proposed_ms": 1_000},
 }
 
 
@@ -236,12 +245,211 @@ def test_append_refuses_a_header_that_is_not_the_successor(
     try:
         chain = fill(store)
         good = next_block(store, [transfer(ALICE, CHAIN, 2, BOB.address, 7)])
+        assert good.block.header.timestamp_ms == good.block.header.proposed_ms == 1_050
         header = dataclasses.replace(good.block.header, **changes)
         with pytest.raises(InvalidBlock):
             check_successor(store.last_header, header)  # the ledger's own rule says: invalid
         with pytest.raises(InvalidBlock):
             store.append(dataclasses.replace(good.block, header=header), good.receipts, good.state)
         assert_unchanged(store, chain)
+    finally:
+        store.close()
+
+
+def test_a_block_proposed_behind_the_parent_keeps_the_parents_time(tmp_path: Path) -> None:
+    genesis, path = make_genesis(), tmp_path / "chain.db"
+    store = Store(path, genesis)
+    fill(store)
+    parent = store.last_header
+    block, state, receipts = build_block(
+        store.state, parent, (transfer(ALICE, CHAIN, 2, BOB.address, 7),), "n1", 3
+    )
+    assert (block.header.proposed_ms, block.header.timestamp_ms) == (3, parent.timestamp_ms)
+    store.append(block, receipts, state)
+    # a null batch's block (proposed at 0, no txs)
+    null, null_state, _ = build_block(store.state, store.last_header, (), "n0", 0)
+    store.append(null, (), null_state)
+    store.close()
+    store = Store(path, genesis)
+    try:
+        assert store.height == 6
+        assert store.get_block(5) == block
+        assert store.get_block(6) == null and store.last_header == null.header
+        assert store.last_header.timestamp_ms == parent.timestamp_ms
+        verify_chain(store, genesis)
+    finally:
+        store.close()
+
+
+def test_block_hash(tmp_path: Path) -> None:
+    genesis, path = make_genesis(), tmp_path / "chain.db"
+    store = Store(path, genesis)
+    assert store.block_hash(0) == genesis_header(genesis).sha256()
+    assert store.block_hash(1) is None
+    chain = fill(store)
+    store.close()
+    store = Store(path, genesis)
+    try:
+        hashes = [store.block_hash(h) for h in range(len(chain) + 1)]
+        assert hashes[1:] == [a.block.hash for a in chain]
+        for h, block_hash in enumerate(hashes):
+            block = store.get_block(h)
+            assert block is not None and block_hash == block.hash == block.header.sha256()
+        # each block links to the stored hash of the one below it
+        assert [a.block.header.parent for a in chain] == hashes[:-1]
+        assert len(set(hashes)) == len(hashes)
+        assert store.block_hash(len(chain) + 1) is None
+        assert store.block_hash(-1) is None
+    finally:
+        store.close()
+
+
+def test_repeated_tx_ids(tmp_path: Path) -> None:
+    genesis, path = make_genesis(), tmp_path / "chain.db"
+    store = Store(path, genesis)
+    poor = transfer(CAROL, CHAIN, 0, ALICE.address, 5)
+    assert store.repeated_tx_ids() == []
+    append(store, [poor, transfer(ALICE, CHAIN, 0, CAROL.address, 10)])  # poor fails here
+    append(store, [transfer(ALICE, CHAIN, 1, BOB.address, 1)])
+    assert store.repeated_tx_ids() == []  # every tx once so far
+    append(store, [poor])  # included a second time, now funded
+    assert store.repeated_tx_ids() == [poor.tx_id]
+    append(store, [poor])  # a third time (bad nonce): still reported once
+    assert store.repeated_tx_ids() == [poor.tx_id]
+    # twice within one block
+    twice = transfer(BOB, CHAIN, 0, ALICE.address, 1)
+    append(store, [twice, twice])
+    assert sorted(store.repeated_tx_ids()) == sorted([poor.tx_id, twice.tx_id])
+    store.close()
+    store = Store(path, genesis)
+    try:
+        assert sorted(store.repeated_tx_ids()) == sorted([poor.tx_id, twice.tx_id])
+    finally:
+        store.close()
+
+
+def test_repeated_tx_ids_on_the_filled_chain(tmp_path: Path) -> None:
+    store = Store(tmp_path / "chain.db", make_genesis())
+    try:
+        chain = fill(store)
+        retried = chain[1].block.txs[0]  # fill() includes it at heights 2 and 4
+        assert chain[3].block.txs == (retried,)
+        assert store.repeated_tx_ids() == [retried.tx_id]
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------
+# The consensus log: what a replica signed, so that it never contradicts itself.
+
+
+def test_consensus_records_keep_their_order_and_survive_reopen(tmp_path: Path) -> None:
+    genesis, path = make_genesis(), tmp_path / "chain.db"
+    store = Store(path, genesis)
+    assert store.consensus_records() == []
+    # the order is the order persisted, not the order of seq or view
+    store.persist([(5, 1, b"pp-5"), (2, 1, b"prepare-2")])
+    store.persist([])
+    store.persist([(-1, 3, b"view-change-3"), (3, 0, b"commit-3"), (2, 1, b"prepare-2")])
+    expected = [b"pp-5", b"prepare-2", b"view-change-3", b"commit-3", b"prepare-2"]
+    assert store.consensus_records() == expected
+    # independent of the chain
+    fill(store)
+    assert store.consensus_records() == expected
+    store.close()
+
+    store = Store(path, genesis)
+    try:
+        assert store.consensus_records() == expected
+        store.persist([(0, 9, b"\x00" * 300)])
+        assert store.consensus_records() == [*expected, b"\x00" * 300]
+    finally:
+        store.close()
+    store = Store(path, genesis)
+    try:
+        assert store.consensus_records() == [*expected, b"\x00" * 300]
+    finally:
+        store.close()
+
+
+def test_persist_is_all_or_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "chain.db", make_genesis())
+    try:
+        store.persist([(1, 0, b"first")])
+        bad = [(2, 0, b"second"), (3, 0, None)]  # the record column is NOT NULL
+        with pytest.raises(sqlite3.IntegrityError):
+            store.persist(bad)  # type: ignore[arg-type]
+        assert store.consensus_records() == [b"first"]  # nothing of the failed call
+        store.persist([(2, 0, b"second")])  # and the store is still usable
+        assert store.consensus_records() == [b"first", b"second"]
+    finally:
+        store.close()
+
+
+def keeps(seq: int, view: int, below_seq: int, below_view: int) -> bool:
+    """What prune_consensus keeps: votes (seq >= 0) at or above below_seq, and view-change
+    records (seq < 0) of views at or above below_view."""
+    return not (0 <= seq < below_seq or (seq < 0 and view < below_view))
+
+
+def test_prune_consensus(tmp_path: Path) -> None:
+    genesis, path = make_genesis(), tmp_path / "chain.db"
+    store = Store(path, genesis)
+    records = [
+        (0, 0, b"vote-0"),  # deleted: seq 0 < 5
+        (4, 9, b"vote-4-view-9"),  # deleted: a vote's view does not keep it
+        (5, 0, b"vote-5"),  # kept: seq 5 is not below 5
+        (6, 0, b"vote-6"),  # kept
+        (-1, 1, b"vc-1"),  # deleted: view 1 < 2
+        (-1, 2, b"vc-2"),  # kept: view 2 is not below 2
+        (-2, 0, b"other-0"),  # deleted: any negative seq is a view-change record
+        (-2, 7, b"other-7"),  # kept
+        (1, 1, b"vote-1"),  # deleted
+    ]
+    store.persist(records)
+    store.prune_consensus(5, 2)
+    kept = [b"vote-5", b"vote-6", b"vc-2", b"other-7"]
+    assert store.consensus_records() == kept
+    assert kept == [r for seq, view, r in records if keeps(seq, view, 5, 2)]
+    store.prune_consensus(3, 1)  # lower bounds delete nothing more
+    assert store.consensus_records() == kept
+    store.close()
+    store = Store(path, genesis)
+    try:
+        assert store.consensus_records() == kept  # the deletion is durable
+        store.prune_consensus(6, 0)  # votes only
+        assert store.consensus_records() == [b"vote-6", b"vc-2", b"other-7"]
+        store.prune_consensus(0, 8)  # view changes only
+        assert store.consensus_records() == [b"vote-6"]
+    finally:
+        store.close()
+
+
+RECORDS = st.lists(
+    st.tuples(st.integers(-3, 8), st.integers(0, 5), st.binary(min_size=1, max_size=8)),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.lists(RECORDS, max_size=3),
+    prunes=st.lists(st.tuples(st.integers(-1, 9), st.integers(-1, 6)), max_size=3),
+)
+def test_prune_consensus_matches_its_definition(
+    batches: list[list[tuple[int, int, bytes]]], prunes: list[tuple[int, int]]
+) -> None:
+    store = Store(":memory:", make_genesis())
+    try:
+        model: list[tuple[int, int, bytes]] = []
+        for i, batch in enumerate(batches):
+            store.persist(batch)
+            model += batch
+            if i < len(prunes):
+                below_seq, below_view = prunes[i]
+                store.prune_consensus(below_seq, below_view)
+                model = [m for m in model if keeps(m[0], m[1], below_seq, below_view)]
+            assert store.consensus_records() == [r for _, _, r in model]
     finally:
         store.close()
 

@@ -52,6 +52,11 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
             "chain_id": node.chain_id,
             "role": "primary" if replica.is_primary else "backup",
             "view": replica.view,
+            "view_active": replica.active,
+            "primary": members[replica.primary].node_id,
+            "stable_checkpoint": replica.stable_seq,
+            "low_watermark": replica.stable_seq,
+            "high_watermark": replica.high_watermark,
             "height": store.height,
             "last_block_hash": store.last_header.sha256().hex(),
             "state_root": store.last_header.state_root.hex(),
@@ -128,6 +133,37 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
             for m in members
         ]
 
+    async def consensus_state(params: dict[str, Any]) -> dict[str, Any]:
+        """The replica's in-flight state, for debugging."""
+        slots = {
+            str(seq): {
+                "digest": slot.pre_prepare.digest.hex() if slot.pre_prepare else None,
+                "txs": len(slot.pre_prepare.batch.txs)
+                if slot.pre_prepare and slot.pre_prepare.batch
+                else None,
+                "prepares": sorted(slot.prepares),
+                "commits": sorted(slot.commits),
+                "prepared": slot.prepared,
+            }
+            for seq, slot in sorted(replica.log.items())
+        }
+        return {
+            "view": replica.view,
+            "active": replica.active,
+            "height": replica.height,
+            "next_seq": replica.next_seq,
+            "stable_checkpoint": replica.stable_seq,
+            "high_watermark": replica.high_watermark,
+            "log": slots,
+            "prepared_certs": sorted(replica.prepared),
+            "checkpoint_votes": {str(s): sorted(v) for s, v in replica.checkpoint_votes.items()},
+            "view_changes": {str(v): sorted(d) for v, d in replica.view_changes.items()},
+            "peer_heights": {members[r].node_id: h for r, h in replica.peer_heights.items()},
+            "fetch_target": replica.fetch_target,
+            "memory": replica.footprint(),
+            "mempool": len(replica.mempool),
+        }
+
     async def genesis(params: dict[str, Any]) -> dict[str, Any]:
         return {"chain_id": node.chain_id, "raw": node.genesis.encode().hex()}
 
@@ -139,5 +175,6 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
         ("get_account", get_account),
         ("members", members_),
         ("genesis", genesis),
+        ("consensus_state", consensus_state),
     ]:
         dispatcher.register(name, ledger_errors(fn))
