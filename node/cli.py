@@ -27,7 +27,8 @@ from node.rpc.jsonrpc import RpcError
 from node.sim.command import add_sim_arguments, run_sim_command
 from node.verify import verify_node
 
-console = Console()
+# Piped output (logs, CI) has no terminal width: use one that fits the status table.
+console = Console() if sys.stdout.isatty() else Console(width=120)
 err = Console(stderr=True)
 
 
@@ -96,10 +97,10 @@ def render_status(rows: list[dict[str, Any]]) -> None:
         "height",
         "view",
         "primary",
-        "checkpoint",
+        "stable",
         "watermarks",
-        "last block hash",
-        "txs committed",
+        "last hash",
+        "txs",
         "mempool",
     )
     for col in cols:
@@ -117,7 +118,7 @@ def render_status(rows: list[dict[str, Any]]) -> None:
             r["primary"],
             str(r["stable_checkpoint"]),
             f"{r['low_watermark']}..{r['high_watermark']}",
-            r["last_block_hash"][:16],
+            r["last_block_hash"][:12],
             str(r["txs_committed"]),
             str(r["mempool"]),
         )

@@ -6,13 +6,25 @@ import dataclasses
 
 import pytest
 
-from consensus.events import Broadcast, ClientTx, MessageReceived, Persist, TimerFired
+from consensus.events import (
+    Broadcast,
+    ClientTx,
+    CommitBlock,
+    MessageReceived,
+    Persist,
+    Send,
+    SetTimer,
+    TimerFired,
+)
 from consensus.pbft.messages import (
+    Blocks,
     Commit,
     CommitCertificate,
+    FetchBlocks,
     NewView,
     Prepare,
     PrePrepare,
+    Status,
     ViewChange,
     sign,
 )
@@ -298,3 +310,94 @@ def test_new_view_is_checked_by_recomputing_it() -> None:
     for name, bad in tampered.items():
         resigned = bad if name == "unsigned" else sign(bad, primary_key)
         assert not valid_new_view(resigned, c.config), f"accepted a NEW-VIEW with {name}"
+
+
+# -- view-change rules and state transfer, one replica at a time -----------------------------
+
+
+def vc_from(c: SimCluster, node: str, view: int) -> ViewChange:
+    return sign(ViewChange(view, 0, (), (), c.config.index_of(node), b""), c.nodes[node].key)
+
+
+def timer_delays(actions: list[object], name: str) -> list[int]:
+    return [a.delay_ms for a in actions if isinstance(a, SetTimer) and a.name == name]
+
+
+def test_view_change_timeouts_double_with_each_failed_view() -> None:
+    c = SimCluster(4, 1, accounts=ACCOUNTS)
+    r = c.replicas["n3"]  # primary of view 3, not of 1 or 2: it waits for others' NEW-VIEWs
+    base = c.config.view_change_timeout_ms
+    delays = []
+    for view in (1, 2, 3):
+        out = r.step(MessageReceived("n1", vc_from(c, "n1", view)), 0)
+        out += r.step(MessageReceived("n2", vc_from(c, "n2", view)), 0)
+        assert r.view == view  # joined on f+1 and sent its own
+        if view < 3:
+            assert not r.active
+            delays += timer_delays(out, "view-change")
+            r.step(TimerFired("view-change"), 0)  # no NEW-VIEW came: give up on this view
+    assert delays == [base, 2 * base]
+    assert r.active  # as primary of view 3 it made the NEW-VIEW itself
+
+
+def test_f_plus_one_view_changes_for_higher_views_join_the_smallest() -> None:
+    c = SimCluster(4, 1, accounts=ACCOUNTS)
+    r = c.replicas["n2"]
+    r.step(MessageReceived("n0", vc_from(c, "n0", 5)), 0)
+    assert r.view == 0 and r.active  # one replica (<= f) might be faulty: ignore
+    out = r.step(MessageReceived("n1", vc_from(c, "n1", 3)), 0)
+    assert r.view == 3 and not r.active
+    sent = [a.message for a in out if isinstance(a, Broadcast)]
+    assert any(isinstance(m, ViewChange) and m.new_view == 3 for m in sent)
+
+
+def lagging_replica() -> tuple[SimCluster, Replica, list[Block]]:
+    """n3 of a cluster whose others committed a few blocks without it."""
+    plan = FaultPlan(crashes=(Crash("n3", 0),))
+    c = SimCluster(4, 12, accounts=ACCOUNTS, plan=plan, config={"batch_size_max": 2})
+    txs = workload(c, 4)
+    for tx in txs:
+        c.submit("n0", tx, at_ms=1)
+    assert c.run_until(lambda: all_committed(c, len(txs), ["n0", "n1", "n2"]), 30_000)
+    store = c.nodes["n0"].store
+    blocks = [store.get_block(h) for h in range(1, store.height + 1)]
+    node = c.nodes["n3"]
+    fresh = Replica(c.config, "n3", node.key, node.store.state, node.store.last_header)
+    return c, fresh, [b for b in blocks if b is not None]
+
+
+def fetches(actions: list[object]) -> list[str]:
+    return [a.to for a in actions if isinstance(a, Send) and isinstance(a.message, FetchBlocks)]
+
+
+def test_state_transfer_drops_a_lying_peer_and_asks_another() -> None:
+    c, r, blocks = lagging_replica()
+    r.start(0)
+    out = r.step(
+        MessageReceived("n0", sign(Status(0, True, len(blocks), 0, 0, b""), c.nodes["n0"].key)),
+        5000,
+    )
+    first = fetches(out)
+    assert first == ["n0"]
+    lie = blocks[0].with_proof(blocks[1].proof)  # a certificate for another block
+    out = r.step(MessageReceived("n0", Blocks((lie, *blocks[1:]))), 5001)
+    assert r.height == 0 and r.stats["bad_fetched_block"] == 1
+    assert fetches(out) and fetches(out)[0] != "n0"
+    out = r.step(MessageReceived(fetches(out)[0], Blocks(tuple(blocks))), 5002)
+    assert r.height == len(blocks) and r.last_header == blocks[-1].header
+    assert sum(isinstance(a, CommitBlock) for a in out) == len(blocks)
+
+
+def test_state_transfer_asks_another_peer_when_one_is_silent() -> None:
+    c, r, blocks = lagging_replica()
+    r.start(0)
+    sent = []
+    for peer in ("n0", "n1"):
+        st = sign(Status(0, True, len(blocks), 0, c.config.index_of(peer), b""), c.nodes[peer].key)
+        sent += fetches(r.step(MessageReceived(peer, st), 5000))
+    assert len(sent) == 1  # one request at a time
+    out = r.step(TimerFired("fetch"), 6000)  # nobody answered
+    assert r.stats["fetch_timeouts"] == 1
+    assert r.peer_heights[c.config.index_of(sent[0])] == 0  # the silent peer lost its claim
+    retry = fetches(out)
+    assert len(retry) == 1 and retry[0] != sent[0]

@@ -706,6 +706,7 @@ class Replica:
             own = self.view_changes.get(self.view, {}).get(self.me)
             if own is not None:
                 out.append(Send(peer, own))
+        self._maybe_fetch(out)
 
     def _note_height(self, replica: int, height: int) -> None:
         if replica != self.me and height > self.peer_heights.get(replica, -1):
