@@ -243,6 +243,8 @@ class Replica:
             case Blocks(blocks):
                 self.on_blocks(sender, blocks, out)
             case ForwardTxs(txs):
+                if not self.is_primary:
+                    self._rebroadcast = True  # a backup's rebroadcast: these are shared already
                 self.on_request([tx for tx in txs if self._tx_ok(tx)], out)
             case _:
                 self.stats["unexpected_message"] += 1
