@@ -95,4 +95,13 @@ class PruneLog:
     below_view: int
 
 
-Action = Send | Broadcast | SetTimer | CancelTimer | CommitBlock | Persist | PruneLog
+@dataclass(frozen=True)
+class Evidence:
+    """Member `member` signed two contradicting messages: report them on the ledger."""
+
+    member: str
+    a: Struct
+    b: Struct
+
+
+Action = Send | Broadcast | SetTimer | CancelTimer | CommitBlock | Persist | PruneLog | Evidence

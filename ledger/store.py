@@ -15,7 +15,7 @@ from pathlib import Path
 from ledger.block import Block, BlockHeader, Genesis, check_successor
 from ledger.errors import InvalidBlock
 from ledger.state import Account, Receipt, State, genesis_header
-from ledger.tx import Tx
+from ledger.tx import EVIDENCE, Tx
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS txs(
 CREATE INDEX IF NOT EXISTS txs_by_id ON txs(tx_id);
 CREATE TABLE IF NOT EXISTS accounts(
     address BLOB PRIMARY KEY, balance INTEGER NOT NULL, nonce INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS evidence(
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, member TEXT NOT NULL,
+    PRIMARY KEY (height, idx));
 CREATE TABLE IF NOT EXISTS consensus_log(
     id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, view INTEGER NOT NULL,
     record BLOB NOT NULL);
@@ -93,6 +96,14 @@ class Store:
         with self._transaction():
             self._insert_block(block, receipts)
             self._write_accounts(changed)
+            self._db.executemany(
+                "INSERT INTO evidence VALUES (?, ?, ?)",
+                [
+                    (block.height, i, tx.payload["member"])
+                    for i, (tx, r) in enumerate(zip(block.txs, receipts, strict=True))
+                    if tx.kind == EVIDENCE and r.ok
+                ],
+            )
         self.state, self.last_header = state, block.header
         self.tx_count += len(block.txs)
 
@@ -141,6 +152,16 @@ class Store:
             "SELECT tx_id FROM txs GROUP BY tx_id HAVING COUNT(*) > 1"
         ).fetchall()
         return [bytes(r[0]) for r in rows]
+
+    def evidence(self, member: str | None = None) -> list[TxRecord]:
+        """Committed evidence txs, oldest first, optionally against one member."""
+        rows = self._db.execute(
+            "SELECT t.raw, t.height, t.idx, t.reason FROM evidence e JOIN txs t "
+            "ON t.height = e.height AND t.idx = e.idx WHERE ? IS NULL OR e.member = ? "
+            "ORDER BY e.height, e.idx",
+            (member, member),
+        ).fetchall()
+        return [TxRecord(Tx.decode(bytes(r[0])), r[1], r[2], r[3]) for r in rows]
 
     def get_tx_ids(self, height: int) -> list[bytes]:
         rows = self._db.execute(

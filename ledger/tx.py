@@ -11,7 +11,9 @@ from ledger.errors import BadSignature, MalformedTx, WrongChain
 
 MAX_TX_BYTES = 16 * 1024
 TRANSFER = "transfer"
-KINDS = frozenset({TRANSFER})
+EVIDENCE = "evidence"
+KINDS = frozenset({TRANSFER, EVIDENCE})
+MAX_EVIDENCE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class Tx(Struct):
 def check_payload(kind: str, payload: dict[str, Any]) -> None:
     if kind not in KINDS:
         raise MalformedTx(f"unknown tx kind {kind!r}; known: {sorted(KINDS)}")
+    if kind == EVIDENCE:
+        check_evidence_shape(payload)
+        return
     if set(payload) != {"to", "amount"}:
         raise MalformedTx("transfer payload must have exactly the keys 'to' and 'amount'")
     to, amount = payload["to"], payload["amount"]
@@ -77,3 +82,25 @@ def check_payload(kind: str, payload: dict[str, Any]) -> None:
 
 def transfer(key: KeyPair, chain_id: str, nonce: int, to: bytes, amount: int) -> Tx:
     return Tx.create(key, chain_id, nonce, TRANSFER, {"to": to, "amount": amount})
+
+
+def check_evidence_shape(payload: dict[str, Any]) -> None:
+    """Evidence: two encoded messages signed by `member` that contradict each other.
+
+    The ledger only checks the shape and records it; what counts as a contradiction is
+    the consensus protocol's to say, and replicas check it before ordering the tx.
+    """
+    if set(payload) != {"member", "a", "b"}:
+        raise MalformedTx("evidence payload must have exactly 'member', 'a' and 'b'")
+    if not isinstance(payload["member"], str):
+        raise MalformedTx("evidence 'member' must be a node id")
+    for key in ("a", "b"):
+        value = payload[key]
+        if not isinstance(value, bytes) or not 0 < len(value) <= MAX_EVIDENCE_BYTES:
+            raise MalformedTx(
+                f"evidence {key!r} must be an encoded message of at most {MAX_EVIDENCE_BYTES} bytes"
+            )
+
+
+def evidence(key: KeyPair, chain_id: str, nonce: int, member: str, a: bytes, b: bytes) -> Tx:
+    return Tx.create(key, chain_id, nonce, EVIDENCE, {"member": member, "a": a, "b": b})

@@ -22,6 +22,8 @@ from node import launcher
 from node.accounts import account_key, resolve_address
 from node.bootstrap import load_genesis
 from node.config import ClusterConfig, ConfigError, load_config
+from node.faultcmd import add_fault_arguments, cmd_check, cmd_fault
+from node.faults.spec import FaultError
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
 from node.sim.command import add_sim_arguments, run_sim_command
@@ -277,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--txs", type=int, default=1000, help="transfers per account (default: 1000)")
     d.add_argument("--keep-up", action="store_true", help="leave the cluster running")
 
+    add(
+        "check",
+        cmd_check,
+        "compare every node's chain: common prefix, divergence, evidence",
+        json_=True,
+    )
+    add_fault_arguments(sub, common)
+    sub.choices["fault"].set_defaults(fn=cmd_fault)
+
     sim = sub.add_parser(
         "sim",
         help="run the deterministic simulator (faults from flags or a seed)",
@@ -300,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config) if args.fn not in (cmd_bench, cmd_sim) else None
         return int(args.fn(args, cfg))
-    except (ConfigError, launcher.LaunchError) as e:
+    except (ConfigError, launcher.LaunchError, FaultError) as e:
         err.print(f"[red]error:[/] {e}")
         return 2
     except RpcUnavailable as e:

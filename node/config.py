@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from node.faults.spec import FaultError, FaultSpec
 
 
 class ConfigError(Exception):
@@ -46,6 +48,7 @@ class ClusterConfig:
     pbft: PbftSettings = field(default_factory=PbftSettings)
     max_frame_bytes: int = 4 << 20
     sqlite_synchronous: str = "FULL"
+    faults: tuple[FaultSpec, ...] = ()
 
     def node(self, node_id: str) -> NodeSpec:
         for n in self.nodes:
@@ -73,6 +76,9 @@ class ClusterConfig:
 
     def db_path(self, node_id: str) -> Path:
         return self.data_dir / node_id / "chain.sqlite"
+
+    def twin_db_path(self, node_id: str) -> Path:
+        return self.data_dir / f"{node_id}-twin" / "chain.sqlite"
 
     def log_path(self, node_id: str) -> Path:
         return self.data_dir / "logs" / f"{node_id}.log"
@@ -134,7 +140,21 @@ def _parse(path: Path, raw: dict[str, Any]) -> ClusterConfig:
         pbft=PbftSettings(**{k: int(v) for k, v in pbft.items() if _known(k)}),
         max_frame_bytes=int(cluster.get("max_frame_bytes", 4 << 20)),
         sqlite_synchronous=str(cluster.get("sqlite_synchronous", "FULL")).upper(),
+        faults=_faults(raw.get("fault", []), {n.id for n in nodes}),
     )
+
+
+def _faults(entries: list[dict[str, Any]], ids: set[str]) -> tuple[FaultSpec, ...]:
+    faults = []
+    for i, entry in enumerate(entries):
+        try:
+            spec = FaultSpec.from_dict(entry)
+        except FaultError as e:
+            raise ValueError(f"[[fault]] #{i + 1}: {e}") from None
+        if spec.node != "*" and spec.node not in ids:
+            raise ValueError(f"[[fault]] #{i + 1}: no node {spec.node!r}")
+        faults.append(replace(spec, id=spec.id or f"toml-{i + 1}"))
+    return tuple(faults)
 
 
 def _known(key: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -30,7 +31,9 @@ class Stopped:
 
 
 def running_pid(cfg: ClusterConfig, node_id: str) -> int | None:
-    """The PID recorded for `node_id` if that process is alive and is our node."""
+    """The PID recorded for `node_id` if that process is alive and is our node.
+
+    `node_id` may also name a helper process: "n3-twin" or "supervisor"."""
     try:
         pid = int(cfg.pid_path(node_id).read_text())
     except (FileNotFoundError, ValueError):
@@ -40,12 +43,15 @@ def running_pid(cfg: ClusterConfig, node_id: str) -> int | None:
     except OSError:
         return None
     # A recycled PID belongs to someone else: only claim our own node process.
-    return pid if b"node.main" in cmdline and node_id.encode() in cmdline else None
+    ours = b"node.main" in cmdline or b"node.supervisor" in cmdline
+    name = node_id.removesuffix("-twin").encode()
+    return pid if ours and (name in cmdline or node_id == "supervisor") else None
 
 
-def start_node(cfg: ClusterConfig, node: NodeSpec, log_level: str = "INFO") -> int:
-    cfg.log_path(node.id).parent.mkdir(parents=True, exist_ok=True)
-    cfg.pid_path(node.id).parent.mkdir(parents=True, exist_ok=True)
+def start_node(
+    cfg: ClusterConfig, node: NodeSpec, log_level: str = "INFO", twin: bool = False
+) -> int:
+    name = f"{node.id}-twin" if twin else node.id
     cmd = [
         sys.executable,
         "-m",
@@ -56,8 +62,16 @@ def start_node(cfg: ClusterConfig, node: NodeSpec, log_level: str = "INFO") -> i
         node.id,
         "--log-level",
         log_level,
+        *(["--twin"] if twin else []),
     ]
-    with open(cfg.log_path(node.id), "ab") as logf:
+    return spawn(cfg, name, cmd)
+
+
+def spawn(cfg: ClusterConfig, name: str, cmd: list[str]) -> int:
+    """Start a detached process logging to logs/NAME.log, its PID in pids/NAME.pid."""
+    cfg.log_path(name).parent.mkdir(parents=True, exist_ok=True)
+    cfg.pid_path(name).parent.mkdir(parents=True, exist_ok=True)
+    with open(cfg.log_path(name), "ab") as logf:
         proc = subprocess.Popen(
             cmd,
             stdout=logf,
@@ -65,7 +79,7 @@ def start_node(cfg: ClusterConfig, node: NodeSpec, log_level: str = "INFO") -> i
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # the node outlives the CLI and ignores its Ctrl-C
         )
-    cfg.pid_path(node.id).write_text(str(proc.pid))
+    cfg.pid_path(name).write_text(str(proc.pid))
     return proc.pid
 
 
@@ -84,7 +98,8 @@ def check_ports_free(cfg: ClusterConfig, nodes: list[NodeSpec]) -> None:
 
 
 def up(cfg: ClusterConfig, timeout_s: float = 30.0, log_level: str = "INFO") -> dict[str, int]:
-    """Start every node that is not running; return once all answer `status`."""
+    """Start every node that is not running; return once all answer `status`.  A cluster
+    with process faults in cluster.toml also gets the supervisor that applies them."""
     ensure_initialized(cfg)
     to_start = [n for n in cfg.nodes if running_pid(cfg, n.id) is None]
     check_ports_free(cfg, to_start)
@@ -94,7 +109,41 @@ def up(cfg: ClusterConfig, timeout_s: float = 30.0, log_level: str = "INFO") -> 
     except LaunchError:
         down(cfg)
         raise
+    scheduled = [f for f in cfg.faults if f.category == "process" or f.kind == "twins"]
+    if scheduled and running_pid(cfg, "supervisor") is None:
+        cmd = [sys.executable, "-m", "node.supervisor", "-c", str(cfg.path)]
+        pids["supervisor"] = spawn(cfg, "supervisor", cmd)
     return pids
+
+
+# -- process faults ---------------------------------------------------------------------------
+
+
+def signal_node(cfg: ClusterConfig, node_id: str, sig: signal.Signals) -> int:
+    pid = running_pid(cfg, node_id)
+    if pid is None:
+        raise LaunchError(f"{node_id} is not running")
+    os.kill(pid, sig)
+    return pid
+
+
+def kill_node(cfg: ClusterConfig, node_id: str) -> int:
+    pid = signal_node(cfg, node_id, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.01)
+    return pid
+
+
+def is_paused(cfg: ClusterConfig, node_id: str) -> bool:
+    pid = running_pid(cfg, node_id)
+    return pid is not None and _state(pid) == "T"
+
+
+def start_twin(cfg: ClusterConfig, node_id: str) -> int:
+    """A second process with `node_id`'s key (fault injection: Twins)."""
+    if running_pid(cfg, f"{node_id}-twin") is not None:
+        raise LaunchError(f"{node_id} already has a twin")
+    return start_node(cfg, cfg.node(node_id), twin=True)
 
 
 async def wait_healthy(cfg: ClusterConfig, timeout_s: float) -> None:
@@ -129,14 +178,16 @@ def log_tail(cfg: ClusterConfig, node_id: str, lines: int = 15) -> str:
 def down(cfg: ClusterConfig, grace_s: float = 5.0) -> list[Stopped]:
     """Stop exactly the processes `up` started (by recorded PID): SIGTERM, then SIGKILL."""
     result = []
-    for node in cfg.nodes:
-        pid = running_pid(cfg, node.id)
-        if pid is None:
-            cfg.pid_path(node.id).unlink(missing_ok=True)
-            continue
-        result.append(Stopped(node.id, pid, stop_pid(pid, grace_s)))
-        cfg.pid_path(node.id).unlink(missing_ok=True)
-    return result
+    # The supervisor first: it must not restart a node that is being stopped.
+    names = ["supervisor", *(f"{n.id}-twin" for n in cfg.nodes), *(n.id for n in cfg.nodes)]
+    for name in names:
+        pid = running_pid(cfg, name)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # a paused process cannot handle SIGTERM
+            result.append(Stopped(name, pid, stop_pid(pid, grace_s)))
+        cfg.pid_path(name).unlink(missing_ok=True)
+    return [r for r in result if not r.node_id.endswith("-twin") or r.how != "not running"]
 
 
 def stop_pid(pid: int, grace_s: float) -> str:
@@ -166,8 +217,12 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    return _state(pid) not in ("Z", "")
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (R, S, T for stopped, Z for zombie...)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     except OSError:
-        return False
-    return state != "Z"
+        return ""

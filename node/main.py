@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -19,7 +20,10 @@ from ledger.store import Store
 from node.auth import KeyAuthenticator
 from node.bootstrap import load_genesis, load_key, pbft_config
 from node.config import ClusterConfig, ConfigError, load_config
-from node.rpc import methods
+from node.faults.byzantine import Byzantine
+from node.faults.controller import FaultController
+from node.faults.network import FaultyTransport, NetworkRules
+from node.rpc import admin, methods
 from node.rpc.jsonrpc import Dispatcher, make_app
 from node.runtime import NodeRuntime
 from node.transport.tcp import TcpTransport
@@ -27,31 +31,46 @@ from node.transport.tcp import TcpTransport
 log = logging.getLogger("tally.node")
 
 
-def build_node(cfg: ClusterConfig, node_id: str) -> tuple[NodeRuntime, web.Application]:
+def build_node(
+    cfg: ClusterConfig, node_id: str, twin: bool = False
+) -> tuple[NodeRuntime, web.Application]:
+    """The node's runtime and RPC app.  A twin (fault injection) shares the member's key but
+    has its own store and an unlisted peer port, so it only speaks, as that member."""
     spec = cfg.node(node_id)
     genesis = load_genesis(cfg)
     key = load_key(cfg.node_key_path(node_id))
-    cfg.db_path(node_id).parent.mkdir(parents=True, exist_ok=True)
-    store = Store(cfg.db_path(node_id), genesis, synchronous=cfg.sqlite_synchronous)
+    db = cfg.twin_db_path(node_id) if twin else cfg.db_path(node_id)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(db, genesis, synchronous=cfg.sqlite_synchronous)
+    listen_port = 0 if twin else None
     records = [decode_any(r) for r in store.consensus_records()]
     config = pbft_config(cfg, genesis)
     replica = Replica(config, node_id, key, store.state, store.last_header, records)
-    transport = TcpTransport(
+    tcp = TcpTransport(
         node_id,
-        (spec.host, spec.port),
+        (spec.host, listen_port or spec.port),
         {n.id: (n.host, n.port) for n in cfg.nodes},
         KeyAuthenticator(genesis.chain_id, node_id, key, genesis.members),
         max_frame=cfg.max_frame_bytes,
     )
-    runtime = NodeRuntime(node_id, genesis, replica, store, transport)
+    rules = NetworkRules(node_id)
+    transport = FaultyTransport(tcp, rules, cfg.node_ids(), seed=int.from_bytes(os.urandom(4)))
+    byzantine = Byzantine(node_id, cfg.node_ids(), seed=int.from_bytes(os.urandom(4)))
+    byzantine.attach(replica)
+    faults = FaultController(node_id, rules, byzantine)
+    for fault in cfg.faults:  # cluster.toml [[fault]] entries for this node
+        if fault.node in ("*", node_id) and fault.category != "process" and fault.kind != "twins":
+            faults.inject(fault, 0.0, store.height)
+    runtime = NodeRuntime(node_id, genesis, replica, store, transport, key, faults)
     token = cfg.admin_token_path.read_text().strip() if cfg.admin_token_path.exists() else None
     dispatcher = Dispatcher(admin_token=token)
     methods.register(dispatcher, runtime, cfg.nodes)
+    admin.register(dispatcher, runtime)
     return runtime, make_app(dispatcher)
 
 
-async def serve(cfg: ClusterConfig, node_id: str) -> None:
-    runtime, app = build_node(cfg, node_id)
+async def serve(cfg: ClusterConfig, node_id: str, twin: bool = False) -> None:
+    runtime, app = build_node(cfg, node_id, twin)
     spec = cfg.node(node_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -60,7 +79,8 @@ async def serve(cfg: ClusterConfig, node_id: str) -> None:
     await runtime.start()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, spec.host, spec.rpc_port).start()
+    if not twin:  # a twin has no RPC: it is only a second voice for the member's key
+        await web.TCPSite(runner, spec.host, spec.rpc_port).start()
     log.info(
         "node %s up: chain %s height %d, peers on %d, rpc on %d",
         node_id,
@@ -80,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--config", default="cluster.toml")
     parser.add_argument("--node", required=True, help="the [[node]] id to run")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--twin",
+        action="store_true",
+        help="fault injection: run a second process with this node's key",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -87,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        asyncio.run(serve(load_config(args.config), args.node))
+        asyncio.run(serve(load_config(args.config), args.node, args.twin))
     except ConfigError as e:
         log.error("%s", e)
         return 2

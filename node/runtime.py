@@ -21,6 +21,7 @@ from consensus.events import (
     ClientTx,
     CommitBlock,
     Event,
+    Evidence,
     MessageReceived,
     Persist,
     PruneLog,
@@ -29,13 +30,17 @@ from consensus.events import (
     TimerFired,
 )
 from consensus.pbft.messages import FetchBlocks
+from consensus.pbft.proofs import valid_evidence
 from consensus.pbft.replica import Replica
 from ledger.block import Genesis
+from ledger.crypto import KeyPair
 from ledger.encoding import DecodeError, decode_any
 from ledger.errors import BadNonce, InsufficientFunds, LedgerError, MalformedTx, Overloaded
 from ledger.store import Store
-from ledger.tx import TRANSFER, Tx
+from ledger.tx import EVIDENCE, TRANSFER, Tx, evidence
 from node.blockserver import serve_fetch
+from node.faults.byzantine import SendRaw
+from node.faults.controller import FaultController
 from node.transport.base import Transport
 
 log = logging.getLogger("tally.node")
@@ -57,9 +62,12 @@ class NodeRuntime:
         replica: Replica,
         store: Store,
         transport: Transport,
+        key: KeyPair,
+        faults: FaultController,
     ) -> None:
-        self.node_id, self.genesis = node_id, genesis
+        self.node_id, self.genesis, self.key = node_id, genesis, key
         self.replica, self.store, self.transport = replica, store, transport
+        self.faults = faults
         self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
         self.errors: Counter[str] = Counter()
         self.started_ms = now_ms()
@@ -75,10 +83,21 @@ class NodeRuntime:
         await self.transport.start(self._on_frame)
         self._carry_out(self.replica.start(now_ms()))
         self._task = asyncio.create_task(self._run(), name=f"replica-{self.node_id}")
+        self._fault_task = asyncio.create_task(self._tick_faults(), name="faults")
+
+    def uptime_s(self) -> float:
+        return (now_ms() - self.started_ms) / 1000
+
+    async def _tick_faults(self) -> None:
+        """Faults scheduled by time or height start and end on this clock."""
+        while True:
+            self.faults.tick(self.uptime_s(), self.store.height)
+            await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
+        self._fault_task.cancel()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -105,9 +124,11 @@ class NodeRuntime:
                     log.exception("error handling %s", type(event).__name__)
             self._carry_out(actions)
 
-    def _carry_out(self, actions: list[Action]) -> None:
+    def _carry_out(self, honest: list[Action]) -> None:
         """Persist everything signed in this turn in one SQL transaction (group commit), then
         carry out the rest in order: nothing is sent before what it depends on is on disk."""
+        byz = self.faults.byzantine
+        actions = byz.rewrite(honest) if byz.active else honest
         records = [(a.seq, a.view, a.message.encode()) for a in actions if isinstance(a, Persist)]
         if records:
             self.store.persist(records)
@@ -130,6 +151,11 @@ class NodeRuntime:
                     self.store.prune_consensus(below_seq, below_view)
                 case Persist():
                     pass  # written above
+                case Evidence(member, a, b):
+                    self._report(member, a.encode(), b.encode())
+                case SendRaw(to, data, unchecked):
+                    send = getattr(self.transport, "send_unchecked", None)
+                    (send if unchecked and send else self.transport.send)(to, data)
 
     def _set_timer(self, name: str, delay_ms: int) -> None:
         old = self._timers.pop(name, None)
@@ -153,7 +179,8 @@ class NodeRuntime:
             log.warning("undecodable frame from %s: %s", peer_id, e)
             return
         if isinstance(message, FetchBlocks):  # state transfer is served from the store
-            self.transport.send(peer_id, serve_fetch(self.store, message).encode())
+            blocks = self.faults.byzantine.serve(serve_fetch(self.store, message))
+            self.transport.send(peer_id, blocks.encode())
             return
         await self.queue.put(MessageReceived(peer_id, message))
 
@@ -166,6 +193,8 @@ class NodeRuntime:
         except DecodeError as e:
             raise MalformedTx(f"not a canonical signed tx: {e}") from None
         tx.check_stateless(self.chain_id)
+        if tx.kind == EVIDENCE and not valid_evidence(tx.payload, self.replica.config):
+            raise MalformedTx("evidence does not show one member signing two digests for a slot")
         account = self.store.state.account(tx.sender_address)
         if tx.nonce < account.nonce:
             raise BadNonce(f"nonce {tx.nonce} already used; the account's next is {account.nonce}")
@@ -205,6 +234,16 @@ class NodeRuntime:
                 if not future.done():
                     result = {"tx_id": tx.tx_id.hex(), "height": height, "status": receipt.reason}
                     future.set_result(result)
+
+    def _report(self, member: str, a: bytes, b: bytes) -> None:
+        """Put evidence of equivocation on the ledger, signed with this node's key."""
+        nonce = self.replica.next_nonce(self.key.address)
+        tx = evidence(self.key, self.chain_id, nonce, member, a, b)
+        log.warning("reporting equivocation by %s (evidence tx %s)", member, tx.tx_id.hex()[:16])
+        try:
+            self.queue.put_nowait(ClientTx(tx))
+        except asyncio.QueueFull:
+            self.errors["evidence_dropped"] += 1
 
     def count_error(self, error: LedgerError | str) -> None:
         self.errors[error if isinstance(error, str) else error.name] += 1

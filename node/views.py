@@ -6,7 +6,7 @@ from typing import Any
 
 from consensus.pbft.messages import CommitCertificate
 from ledger.block import Block, Member
-from ledger.encoding import DecodeError
+from ledger.encoding import DecodeError, decode_any
 from ledger.state import Account, Receipt
 from ledger.tx import Tx
 
@@ -67,3 +67,15 @@ def account_view(account: Account, next_nonce: int) -> dict[str, Any]:
         "nonce": account.nonce,
         "next_nonce": next_nonce,
     }
+
+
+def describe_vote(raw: bytes) -> dict[str, Any]:
+    """A signed vote carried as evidence, readable (its raw bytes prove it)."""
+    try:
+        vote = decode_any(raw)
+    except DecodeError:
+        return {"error": "unreadable", "raw": raw.hex()}
+    fields: dict[str, Any] = jsonable(
+        {k: getattr(vote, k, None) for k in ("view", "seq", "digest", "replica")}
+    )
+    return {"kind": type(vote).__name__, **fields, "raw": raw.hex()}

@@ -7,21 +7,26 @@ are checked by recomputing them, not trusted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from consensus.pbft.config import PbftConfig
 from consensus.pbft.messages import (
     Checkpoint,
+    Commit,
     CommitCertificate,
     NewView,
+    Prepare,
     PreparedCert,
+    PrePrepare,
     Signed,
     ViewChange,
+    Vote,
     signed_by,
 )
 from ledger.block import Batch, Block
-from ledger.encoding import DecodeError
+from ledger.encoding import DecodeError, decode_any
 from ledger.errors import InvalidBlock
 
 
@@ -129,6 +134,30 @@ def valid_new_view(nv: NewView, config: PbftConfig) -> bool:
         and (p.batch is None or p.batch.digest == p.digest)
         and signed_by_member(p, config)
         for p in nv.pre_prepares
+    )
+
+
+def contradicts(a: Vote, b: Vote) -> bool:
+    """Two votes by one member for the same (view, seq) with different digests: an honest
+    replica never signs both (a primary's commit must match its own pre-prepare)."""
+    return a.replica == b.replica and (a.view, a.seq) == (b.view, b.seq) and a.digest != b.digest
+
+
+def valid_evidence(payload: Mapping[str, Any], config: PbftConfig) -> bool:
+    """An evidence tx's payload proves that `member` equivocated."""
+    try:
+        a, b = decode_any(payload["a"]), decode_any(payload["b"])
+        member = config.index_of(payload["member"])
+    except (DecodeError, ValueError, KeyError):
+        return False
+    votes = (PrePrepare, Prepare, Commit)
+    return (
+        isinstance(a, votes)
+        and isinstance(b, votes)
+        and a.replica == member
+        and contradicts(a, b)
+        and signed_by_member(a, config)
+        and signed_by_member(b, config)
     )
 
 

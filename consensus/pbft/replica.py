@@ -20,6 +20,7 @@ never signs anything contradicting what it signed before.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ from consensus.events import (
     ClientTx,
     CommitBlock,
     Event,
+    Evidence,
     MessageReceived,
     Persist,
     PruneLog,
@@ -59,9 +61,11 @@ from consensus.pbft.messages import (
     sign,
 )
 from consensus.pbft.proofs import (
+    contradicts,
     new_view_plan,
     signed_by_member,
     valid_checkpoint_proof,
+    valid_evidence,
     valid_new_view,
     valid_view_change,
     verify_certificate,
@@ -69,9 +73,9 @@ from consensus.pbft.proofs import (
 from ledger.block import Batch, Block, BlockHeader
 from ledger.crypto import KeyPair
 from ledger.encoding import Struct
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, MalformedTx
 from ledger.state import Receipt, State, execute_batch
-from ledger.tx import Tx
+from ledger.tx import EVIDENCE, Tx
 
 log = logging.getLogger("tally.pbft")
 
@@ -85,6 +89,11 @@ FETCH_MAX = 64  # blocks asked for in one FETCH-BLOCKS
 
 
 V = TypeVar("V", PrePrepare, Prepare, Commit)
+
+
+def _bare(v: Vote) -> Vote:
+    """The vote without a batch: the signature does not cover it, evidence does not need it."""
+    return dataclasses.replace(v, batch=None) if isinstance(v, PrePrepare) else v
 
 
 def nonces(state: State, ahead: dict[bytes, int]) -> Callable[[bytes], int]:
@@ -149,6 +158,8 @@ class Replica:
         self._verified: set[bytes] = set()
         self._recent: OrderedDict[bytes, None] = OrderedDict()
         self._future: list[Vote] = []
+        self._seen: dict[tuple[int, int, int], Vote] = {}  # (member, view, seq) -> first vote
+        self._reported: set[tuple[int, int, int]] = set()
         self._forward: list[Tx] = []
         self._timers: set[str] = set()
         self._rebroadcast = False  # pending txs re-shared since the last progress
@@ -342,7 +353,7 @@ class Replica:
     # -- normal case: the three phases -----------------------------------------------------
 
     def on_vote(self, v: Vote, out: list[Action]) -> None:
-        if not self._vote_ok(v):
+        if not self._vote_ok(v, out):
             return
         match v:
             case PrePrepare():
@@ -376,7 +387,7 @@ class Replica:
         self._slot(c.seq).commits.setdefault(c.replica, c)
         self._advance(c.seq, out)
 
-    def _vote_ok(self, v: Vote) -> bool:
+    def _vote_ok(self, v: Vote, out: list[Action]) -> bool:
         """Current view, inside the watermarks, from a member, correctly signed."""
         if v.seq <= self.height and v.view <= self.view:
             self.stats["late_vote"] += 1  # normal: the last votes arrive after execution
@@ -384,6 +395,7 @@ class Replica:
         if not signed_by_member(v, self.config):
             self.stats["bad_signature"] += 1
             return False
+        self._watch(v, out)
         if v.view > self.view or (v.view == self.view and not self.active):
             if len(self._future) < MAX_FUTURE:
                 self._future.append(v)  # replayed if we enter that view
@@ -521,6 +533,8 @@ class Replica:
         self.prepared = {s: c for s, c in self.prepared.items() if s > seq}
         self.checkpoint_votes = {s: v for s, v in self.checkpoint_votes.items() if s > seq}
         self.signed = {k: d for k, d in self.signed.items() if k[2] > seq}
+        self._seen = {k: v for k, v in self._seen.items() if k[2] > seq}
+        self._reported = {k for k in self._reported if k[2] > seq}
         out.append(PruneLog(seq, self.view))
         if seq > self.height:
             self.fetch_target = max(self.fetch_target, seq)
@@ -556,6 +570,8 @@ class Replica:
         if not valid_view_change(vc, self.config):
             self.stats["bad_view_change"] += 1
             return
+        for cert in vc.prepared:  # certificates carry other members' signed votes
+            self._watch(cert.pre_prepare, out)
         self.view_changes.setdefault(vc.new_view, {})[vc.replica] = vc
         # f+1 replicas want a later view: at least one honest one timed out, so join them.
         wanting: dict[int, int] = {}
@@ -792,9 +808,11 @@ class Replica:
         """Commit a fetched block if its certificate and re-execution check out."""
         h = block.header
         try:
-            verify_certificate(block, self.config)
+            cert = verify_certificate(block, self.config)
         except LedgerError:
             return False
+        for commit in cert.commits:  # a fetched certificate can expose an equivocator
+            self._watch(commit, out)
         if not all(self._tx_ok(tx) for tx in block.txs):
             return False
         batch = Batch(h.chain_id, h.height, h.proposer, h.proposed_ms, block.txs)
@@ -861,6 +879,24 @@ class Replica:
         used = [seq for tag, v, seq in self.signed if tag == PrePrepare.TAG and v == self.view]
         self.next_seq = max([self.next_seq, *(seq + 1 for seq in used)])
 
+    # -- evidence ----------------------------------------------------------------------------
+
+    def _watch(self, v: Vote, out: list[Action]) -> None:
+        """Remember the first vote each member signed per (view, seq); a contradicting one is
+        equivocation, reported once as evidence for the ledger."""
+        if not self.stable_seq < v.seq <= self.high_watermark:
+            return  # bounded memory: only the live window is watched
+        key = (v.replica, v.view, v.seq)
+        first = self._seen.setdefault(key, v)
+        if contradicts(first, v) and key not in self._reported:
+            self._reported.add(key)
+            self.stats["equivocations_seen"] += 1
+            member = self.config.members[v.replica].node_id
+            log.warning(
+                "%s: %s signed two digests for view %d seq %d", self.node_id, member, v.view, v.seq
+            )
+            out.append(Evidence(member, _bare(first), _bare(v)))
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _waiting(self) -> bool:
@@ -904,6 +940,8 @@ class Replica:
             return True
         try:
             tx.check_stateless(self.config.chain_id)
+            if tx.kind == EVIDENCE and not valid_evidence(tx.payload, self.config):
+                raise MalformedTx("evidence does not prove equivocation")
         except LedgerError as e:
             self.stats["bad_tx"] += 1
             log.warning("dropping tx %s: %s", tx.tx_id.hex()[:16], e)

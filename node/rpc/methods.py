@@ -12,7 +12,7 @@ from ledger.errors import LedgerError, UnknownBlock, UnknownTx
 from node.config import NodeSpec
 from node.rpc.jsonrpc import INVALID_PARAMS, Dispatcher, RpcError, param
 from node.runtime import NodeRuntime, now_ms
-from node.views import account_view, block_view, tx_view
+from node.views import account_view, block_view, describe_vote, tx_view
 
 WAIT_TIMEOUT_S = 30.0
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -164,6 +164,28 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
             "mempool": len(replica.mempool),
         }
 
+    async def get_evidence(params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Evidence of equivocation committed on the ledger (optionally against `member`)."""
+        member = param(params, "member", str, required=False)
+        return [
+            {
+                "member": r.tx.payload["member"],
+                "height": r.height,
+                "tx_id": r.tx.tx_id.hex(),
+                "reported_by": r.tx.sender_address.hex(),
+                "a": describe_vote(r.tx.payload["a"]),
+                "b": describe_vote(r.tx.payload["b"]),
+            }
+            for r in store.evidence(member)
+        ]
+
+    async def block_hashes(params: dict[str, Any]) -> dict[str, Any]:
+        """Hashes of blocks first..last (at most 1000): cheap chain comparison for `tally check`."""
+        first = param(params, "first", int)
+        last = min(param(params, "last", int), store.height, first + 999)
+        hashes = [store.block_hash(h) for h in range(max(first, 0), last + 1)]
+        return {"first": first, "hashes": [h.hex() for h in hashes if h is not None]}
+
     async def genesis(params: dict[str, Any]) -> dict[str, Any]:
         return {"chain_id": node.chain_id, "raw": node.genesis.encode().hex()}
 
@@ -176,5 +198,7 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
         ("members", members_),
         ("genesis", genesis),
         ("consensus_state", consensus_state),
+        ("get_evidence", get_evidence),
+        ("block_hashes", block_hashes),
     ]:
         dispatcher.register(name, ledger_errors(fn))

@@ -25,6 +25,7 @@ from consensus.events import (
     ClientTx,
     CommitBlock,
     Event,
+    Evidence,
     MessageReceived,
     Persist,
     PruneLog,
@@ -37,10 +38,14 @@ from consensus.pbft.messages import Commit, FetchBlocks, Prepare, PrePrepare
 from consensus.pbft.replica import Replica
 from ledger.block import Block, Genesis, Member
 from ledger.crypto import KeyPair
-from ledger.encoding import Struct, decode_any
+from ledger.encoding import DecodeError, Struct, decode_any
 from ledger.store import Store
-from ledger.tx import Tx
+from ledger.tx import Tx, evidence
 from node.blockserver import serve_fetch
+from node.faults.byzantine import Byzantine, SendRaw
+from node.faults.controller import FaultController
+from node.faults.network import NetworkRules
+from node.faults.spec import FaultSpec
 from node.sim.faults import FaultPlan
 
 
@@ -55,13 +60,19 @@ class _Pending:
 
 @dataclass
 class SimNode:
-    """One member: its durable store survives crashes, its replica does not."""
+    """One process: its durable store survives crashes, its replica does not.
+
+    `member` is the identity it acts as: its own id, or the member it is a twin of.
+    """
 
     node_id: str
+    member: str
     key: KeyPair
     store: Store
+    faults: FaultController
     replica: Replica | None = None
     up: bool = True
+    paused_until: int = 0
 
     def durable_records(self) -> list[Struct]:
         return [decode_any(r) for r in self.store.consensus_records()]
@@ -77,6 +88,7 @@ class SimCluster:
         plan: FaultPlan | None = None,
         config: dict[str, int] | None = None,
         keep_trace: bool = False,
+        faults: tuple[FaultSpec, ...] = (),
     ) -> None:
         self.rng = random.Random(seed)
         self.plan = plan or FaultPlan()
@@ -88,10 +100,11 @@ class SimCluster:
         self.genesis = Genesis(f"sim-{seed}", 0, members, balances)
         settings = {"batch_size_max": 50, "batch_wait_ms": 5} | (config or {})
         self.config = PbftConfig(self.genesis.chain_id, members, **settings)
-        self.nodes = {
-            nid: SimNode(nid, k, Store(":memory:", self.genesis)) for nid, k in keys.items()
-        }
+        self.members = list(keys)
+        self.nodes = {nid: self._node(nid, nid, k) for nid, k in keys.items()}
+        self.twins: dict[str, str] = {}  # member -> the sim id of its twin process
         self.now = 0
+        self.bad_frames = 0
         self.sent = self.dropped = self.duplicated = self.delivered = 0
         self.trace_hash = hashlib.sha256()
         self.trace: list[str] | None = [] if keep_trace else None
@@ -100,17 +113,48 @@ class SimCluster:
         # every vote each node ever sent, across restarts: (node, tag, view, seq) -> digest
         self.votes_sent: dict[tuple[str, int, int, int], bytes] = {}
         self.conflicting_votes: list[str] = []
+        self._was_byzantine: set[str] = set()
         self._queue: list[_Pending] = []
         self._order = itertools.count()
         self._timer_gen: dict[tuple[str, str], int] = {}
-        for node in self.nodes.values():
+        for node in list(self.nodes.values()):
             self._boot(node)
+        for spec in faults:
+            self.inject(spec)
         for crash in self.plan.crashes:
             self.schedule(crash.at_ms, functools.partial(self.crash, crash.node))
             if crash.restart_ms is not None:
                 self.schedule(crash.restart_ms, functools.partial(self.restart, crash.node))
 
     # -- control ---------------------------------------------------------------------------
+
+    def inject(self, spec: FaultSpec) -> None:
+        """Apply a fault description the way a live cluster would, on virtual time."""
+        targets = self.members if spec.node == "*" else [spec.node]
+        start = int((spec.at_seconds or 0) * 1000)
+        end = None if spec.duration_seconds is None else start + int(spec.duration_seconds * 1000)
+        if spec.category == "process" or spec.kind == "twins":
+            for nid in targets:
+                self._process_fault(spec.kind, nid, start, end)
+            return
+        for nid in targets:
+            self.nodes[nid].faults.inject(spec, self.now / 1000, self.height(nid))
+            for t in (start, end):
+                if t is not None:
+                    self.schedule(t, functools.partial(self._tick_faults, nid))
+
+    def byzantine_nodes(self) -> set[str]:
+        """Members that misbehave at some point: the checker judges only the others."""
+        bad = set(self.twins)
+        for nid in self.members:
+            f = self.nodes[nid].faults
+            if f.byzantine.active or any(s.category == "byzantine" for s in f.pending.values()):
+                bad.add(nid)
+        return bad | self._was_byzantine
+
+    def pause(self, node_id: str, until_ms: int) -> None:
+        self.nodes[node_id].paused_until = until_ms
+        self._log(f"pause {node_id} until {until_ms}")
 
     @property
     def replicas(self) -> dict[str, Replica]:
@@ -121,6 +165,40 @@ class SimCluster:
 
     def schedule(self, at_ms: int, fn: Callable[[], None]) -> None:
         self._push(at_ms, "", _Call(fn))
+
+    def _process_fault(self, kind: str, nid: str, start: int, end: int | None) -> None:
+        if kind == "kill":
+            self.schedule(start, functools.partial(self.crash, nid))
+            if end is not None:
+                self.schedule(end, functools.partial(self.restart, nid))
+        elif kind == "restart":
+            self.schedule(start, functools.partial(self.crash, nid))
+            self.schedule(start + 1, functools.partial(self.restart, nid))
+        elif kind == "pause":
+            self.schedule(start, functools.partial(self.pause, nid, end or 10**12))
+        elif kind == "twins":
+            self.schedule(start, functools.partial(self._start_twin, nid))
+
+    def _start_twin(self, member: str) -> None:
+        """A second process with the member's key: each message reaches one of the two."""
+        twin = self._node(f"{member}~", member, self.nodes[member].key)
+        self.nodes[twin.node_id] = twin
+        self.twins[member] = twin.node_id
+        self._boot(twin)
+        self._log(f"twin of {member} starts")
+
+    def _node(self, sim_id: str, member: str, key: KeyPair) -> SimNode:
+        store = Store(":memory:", self.genesis)
+        byzantine = Byzantine(member, self.members, self.rng.randrange(2**32))
+        controller = FaultController(member, NetworkRules(member), byzantine)
+        return SimNode(sim_id, member, key, store, controller)
+
+    def _tick_faults(self, nid: str) -> None:
+        node = self.nodes[nid]
+        before = bool(node.faults.byzantine.active)
+        node.faults.tick(self.now / 1000, node.store.height)
+        if before or node.faults.byzantine.active:
+            self._was_byzantine.add(nid)
 
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -152,8 +230,9 @@ class SimCluster:
             self._bump_timer(node.node_id, name)  # timers of the previous life never fire
         s = node.store
         node.replica = Replica(
-            self.config, node.node_id, node.key, s.state, s.last_header, node.durable_records()
+            self.config, node.member, node.key, s.state, s.last_header, node.durable_records()
         )
+        node.faults.byzantine.attach(node.replica)  # behaviours outlive the process they disturb
         node.up = True
         self._carry_out(node, node.replica.start(self.now))
 
@@ -165,29 +244,38 @@ class SimCluster:
         node = self.nodes[p.target]
         if not node.up or node.replica is None:
             return
+        if node.paused_until > self.now:  # frozen: everything waits until it resumes
+            self._push(node.paused_until, p.target, p.event, p.timer)
+            return
         if p.timer is not None and self._timer_gen.get((p.target, p.timer[0])) != p.timer[1]:
             return  # cancelled or replaced
         self.delivered += 1
         self._log(f"{p.target} <- {_describe(p.event)}")
         if isinstance(p.event, MessageReceived) and isinstance(p.event.message, FetchBlocks):
-            reply = serve_fetch(node.store, p.event.message)
-            self._transmit(p.target, p.event.sender, _wire(reply))
+            reply = node.faults.byzantine.serve(serve_fetch(node.store, p.event.message))
+            self._transmit(node.member, p.event.sender, _wire(reply))
             return
         self._carry_out(node, node.replica.step(p.event, self.now))
 
-    def _carry_out(self, node: SimNode, actions: list[Action]) -> None:
+    def _carry_out(self, node: SimNode, honest: list[Action]) -> None:
+        actions = node.faults.byzantine.rewrite(honest) if node.faults.byzantine.active else honest
         records = [(a.seq, a.view, a.message.encode()) for a in actions if isinstance(a, Persist)]
         if records:
             node.store.persist(records)
+        me = node.member
         for action in actions:
             match action:
                 case Send(to, message):
-                    self._transmit(node.node_id, to, _wire(message))
+                    self._transmit(me, to, _wire(message))
                 case Broadcast(message):
                     decoded = _wire(message)
-                    for to in self.nodes:
-                        if to != node.node_id:
-                            self._transmit(node.node_id, to, decoded)
+                    for to in self.members:
+                        if to != me:
+                            self._transmit(me, to, decoded)
+                case SendRaw(to, data):
+                    self._transmit_raw(me, to, data)
+                case Evidence(member, a, b):
+                    self._report(node, member, a, b)
                 case SetTimer(name, delay):
                     gen = self._bump_timer(node.node_id, name)
                     self._push(self.now + delay, node.node_id, TimerFired(name), (name, gen))
@@ -195,10 +283,29 @@ class SimCluster:
                     self._bump_timer(node.node_id, name)
                 case CommitBlock(block, receipts, state):
                     node.store.append(block, receipts, state)
+                    if node.faults.pending:
+                        self._tick_faults(node.node_id)  # faults due at a height
                     for callback in self.on_commit:
                         callback(node.node_id, block)
                 case PruneLog(below_seq, below_view):
                     node.store.prune_consensus(below_seq, below_view)
+
+    def _report(self, node: SimNode, member: str, a: Struct, b: Struct) -> None:
+        """An honest replica turns what it saw into an evidence tx, signed with its key."""
+        assert node.replica is not None
+        nonce = node.replica.next_nonce(node.key.address)
+        tx = evidence(node.key, self.config.chain_id, nonce, member, a.encode(), b.encode())
+        self._push(self.now, node.node_id, ClientTx(tx))
+
+    def _transmit_raw(self, sender: str, to: str, data: bytes) -> None:
+        """Garbage from a flooding node: what the receiving runtime's decoder would reject."""
+        self.sent += 1
+        try:
+            message = decode_any(data)
+        except DecodeError:
+            self.bad_frames += 1
+            return
+        self._push(self.now + self.plan.delay_ms, to, MessageReceived(sender, message))
 
     def _record_vote(self, sender: str, message: Struct) -> None:
         if isinstance(message, PrePrepare | Prepare | Commit):
@@ -216,14 +323,21 @@ class SimCluster:
         if any(p.separates(sender, to, self.now) for p in plan.partitions):
             self.dropped += 1
             return
-        copies = 2 if self.rng.random() < plan.duplicate else 1
+        extra = self.nodes[sender].faults.network.route(to, self.rng)  # the sender's faults
+        if not extra or self.nodes[to].faults.network.blocks_inbound(sender):
+            self.dropped += 1
+            return
+        copies = (2 if self.rng.random() < plan.duplicate else 1) * len(extra)
         self.duplicated += copies - 1
-        for _ in range(copies):
+        for i in range(copies):
             if self.rng.random() < plan.drop:
                 self.dropped += 1
                 continue
-            delay = plan.delay_ms + self.rng.randint(0, plan.jitter_ms)
-            self._push(self.now + delay, to, MessageReceived(sender, message))
+            delay = plan.delay_ms + self.rng.randint(0, plan.jitter_ms) + extra[i % len(extra)]
+            target = to
+            if to in self.twins and self.rng.random() < 0.5:
+                target = self.twins[to]  # twins split what the network delivers
+            self._push(self.now + delay, target, MessageReceived(sender, message))
 
     def _bump_timer(self, node_id: str, name: str) -> int:
         gen = self._timer_gen.get((node_id, name), 0) + 1

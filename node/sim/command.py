@@ -6,10 +6,12 @@ import argparse
 import json
 import logging
 import random
+import tomllib
 
 from rich.console import Console
 from rich.table import Table
 
+from node.faults.spec import FaultSpec
 from node.sim.faults import FaultPlan, parse_crash, parse_partition, random_plan
 from node.sim.run import SIM_TIMERS, SimReport, run_sim
 
@@ -41,6 +43,14 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
         help="'n2@1-4' crash at 1 s, restart at 4 s; 'n2@1' stays down (repeatable)",
     )
     p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="'kind=equivocate,node=n0,at=1,duration=3' (see the README's fault catalogue)",
+    )
+    p.add_argument("--scenario", help="a TOML file of [[fault]] entries, as in cluster.toml")
+    p.add_argument(
         "--random-faults",
         action="store_true",
         help="draw loss, delay, a partition and crashes of up to f nodes from the seed",
@@ -68,14 +78,24 @@ def plan_from(args: argparse.Namespace, seed: int) -> FaultPlan:
     )
 
 
+def faults_from(args: argparse.Namespace) -> tuple[FaultSpec, ...]:
+    specs = [FaultSpec.parse(text) for text in args.fault]
+    if args.scenario:
+        with open(args.scenario, "rb") as f:
+            specs += [FaultSpec.from_dict(d) for d in tomllib.load(f).get("fault", [])]
+    return tuple(specs)
+
+
 def run_sim_command(args: argparse.Namespace) -> int:
     logging.getLogger("tally").setLevel(logging.ERROR)  # the report says what matters
     seeds = _seed_range(args.seeds) if args.seeds else [args.seed]
     timers = {name: getattr(args, name) for name in SIM_TIMERS}
     reports = []
+    faults = faults_from(args)
     for seed in seeds:
+        plan = plan_from(args, seed)
         report, _ = run_sim(
-            args.nodes, seed, args.duration, plan_from(args, seed), rate=args.rate, config=timers
+            args.nodes, seed, args.duration, plan, rate=args.rate, config=timers, faults=faults
         )
         reports.append(report)
         if not args.json and (len(seeds) == 1 or not report.ok):
@@ -109,6 +129,8 @@ def render(r: SimReport) -> None:
         (f"check: {v.name}", ("[green]ok[/] " if v.ok else "[red]VIOLATED[/] ") + v.detail)
         for v in r.verdicts
     ]
+    rows.append(("Byzantine (not judged)", ", ".join(r.byzantine) or "none"))
+    rows.append(("evidence on the ledger against", ", ".join(r.evidence) or "nobody"))
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ledger.block import Block
 from ledger.tx import transfer
+from node.faults.spec import FaultSpec
 from node.sim.checker import (
     Verdict,
     check_agreement,
@@ -51,6 +52,8 @@ class SimReport:
     messages_dropped: int
     messages_duplicated: int
     verdicts: list[Verdict]
+    evidence: list[str]  # members that honest nodes' ledgers hold evidence against
+    byzantine: list[str]
     command: str
     trace_sha256: str
     stats: dict[str, int] = field(default_factory=dict)
@@ -80,19 +83,27 @@ def run_sim(
     liveness_bound_s: float = 30.0,
     config: dict[str, int] | None = None,
     keep_trace: bool = False,
+    faults: tuple[FaultSpec, ...] = (),
 ) -> tuple[SimReport, SimCluster]:
     wall = time.perf_counter()
     ids = [f"n{i}" for i in range(nodes)]
-    live = [nid for nid in ids if nid not in plan.down_for_good()]
+    gone = plan.down_for_good() | _down_for_good(faults) | _misbehaving(faults)
+    live = [nid for nid in ids if nid not in gone]
     accounts = {f"acct{i}": BALANCE for i in range(ACCOUNTS)}
     accounts |= {f"probe-{nid}": BALANCE for nid in live}
     config = SIM_TIMERS | (config or {})
     cluster = SimCluster(
-        nodes, seed, accounts=accounts, plan=plan, config=config, keep_trace=keep_trace
+        nodes,
+        seed,
+        accounts=accounts,
+        plan=plan,
+        config=config,
+        keep_trace=keep_trace,
+        faults=faults,
     )
     duration_ms = int(duration_s * 1000)
     _schedule_workload(cluster, random.Random(seed ^ 0x5EED), duration_ms, rate)
-    heal_ms = max(plan.heal_ms(), 0)
+    heal_ms = max(plan.heal_ms(), _heal_ms(faults))
     probes = _schedule_probes(cluster, live, heal_ms)
     pending = {nid: set(probes) for nid in live}
 
@@ -109,14 +120,61 @@ def run_sim(
     liveness = Verdict(
         "liveness",
         not stalled,
-        f"probes committed on all live nodes by {cluster.now / 1000:.2f}s (healed at "
-        f"{heal_ms / 1000:.2f}s)"
+        f"probes committed on all live honest nodes by {cluster.now / 1000:.2f}s "
+        f"(healed at {heal_ms / 1000:.2f}s)"
         if not stalled
         else f"probes still missing: {stalled}",
     )
-    return _report(
-        cluster, seed, duration_s, plan, rate, liveness, time.perf_counter() - wall
-    ), cluster
+    scenario = Scenario(seed, duration_s, plan, rate, config, faults)
+    return _report(cluster, scenario, liveness, time.perf_counter() - wall), cluster
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What was run: enough to print the command that runs it again."""
+
+    seed: int
+    duration_s: float
+    plan: FaultPlan
+    rate: float
+    config: dict[str, int]
+    faults: tuple[FaultSpec, ...]
+
+    def command(self, nodes: int) -> str:
+        timers = [
+            f"--{k.replace('_', '-')} {v}" for k, v in self.config.items() if SIM_TIMERS.get(k) != v
+        ]
+        return " ".join(
+            [
+                "tally sim",
+                f"--nodes {nodes}",
+                f"--seed {self.seed}",
+                f"--duration {self.duration_s:g}",
+                f"--rate {self.rate:g}",
+                *self.plan.describe(),
+                *(f"--fault '{f.describe()}'" for f in self.faults),
+                *timers,
+            ]
+        )
+
+
+def _misbehaving(faults: tuple[FaultSpec, ...]) -> set[str]:
+    return {f.node for f in faults if f.category == "byzantine" or f.kind == "twins"}
+
+
+def _down_for_good(faults: tuple[FaultSpec, ...]) -> set[str]:
+    return {f.node for f in faults if f.kind in ("kill", "pause") and f.duration_seconds is None}
+
+
+def _heal_ms(faults: tuple[FaultSpec, ...]) -> int:
+    """When the last fault that ends, ends (a fault without an end is permanent)."""
+    ends = [
+        int(((f.at_seconds or 0) + f.duration_seconds) * 1000)
+        for f in faults
+        if f.duration_seconds is not None
+    ]
+    ends += [int((f.at_seconds or 0) * 1000) + 1 for f in faults if f.kind == "restart"]
+    return max(ends, default=0)
 
 
 def _schedule_workload(
@@ -151,42 +209,27 @@ def _schedule_probes(cluster: SimCluster, live: list[str], at_ms: int) -> list[b
     return probes
 
 
-def _report(
-    cluster: SimCluster,
-    seed: int,
-    duration_s: float,
-    plan: FaultPlan,
-    rate: float,
-    liveness: Verdict,
-    wall_s: float,
-) -> SimReport:
-    stores = {nid: node.store for nid, node in cluster.nodes.items()}
+def _report(cluster: SimCluster, scenario: Scenario, liveness: Verdict, wall_s: float) -> SimReport:
+    byzantine = cluster.byzantine_nodes()
+    stores = {nid: cluster.nodes[nid].store for nid in cluster.members if nid not in byzantine}
+    conflicts = [c for c in cluster.conflicting_votes if c.split()[0] not in byzantine]
     verdicts = [
         check_agreement(stores),
         check_validity(stores, cluster.genesis.chain_id),
         check_integrity(stores),
-        check_consistency(cluster.conflicting_votes),
+        check_consistency(conflicts),
         liveness,
     ]
-    stats: dict[str, int] = {}
+    stats: dict[str, int] = {"bad_frames": cluster.bad_frames}
     for replica in cluster.replicas.values():
         for k, v in replica.stats.items():
             stats[k] = stats.get(k, 0) + v
     top = max(stores.values(), key=lambda s: s.height)
-    command = " ".join(
-        [
-            "tally sim",
-            f"--nodes {len(cluster.nodes)}",
-            f"--seed {seed}",
-            f"--duration {duration_s:g}",
-            f"--rate {rate:g}",
-            *plan.describe(),
-        ]
-    )
+    accused = {r.tx.payload["member"] for s in stores.values() for r in s.evidence()}
     return SimReport(
-        nodes=len(cluster.nodes),
-        seed=seed,
-        duration_s=duration_s,
+        nodes=len(cluster.members),
+        seed=scenario.seed,
+        duration_s=scenario.duration_s,
         virtual_s=cluster.now / 1000,
         wall_s=wall_s,
         blocks=top.height,
@@ -197,7 +240,9 @@ def _report(
         messages_dropped=cluster.dropped,
         messages_duplicated=cluster.duplicated,
         verdicts=verdicts,
-        command=command,
+        evidence=sorted(accused),
+        byzantine=sorted(byzantine),
+        command=scenario.command(len(cluster.members)),
         trace_sha256=cluster.trace_hash.hexdigest(),
         stats=stats,
     )

@@ -112,6 +112,15 @@ class TcpTransport:
         for peer_id in self._queues:
             self.send(peer_id, payload)
 
+    def send_unchecked(self, peer_id: str, payload: bytes) -> None:
+        """Queue a frame without the size check: for fault injection (a flooding node) only."""
+        queue = self._queues.get(peer_id)
+        if queue is not None:
+            try:
+                queue.put_nowait(payload)
+            except asyncio.QueueFull:
+                self._count_drop(peer_id)
+
     async def stop(self) -> None:
         self._closing = True
         if self._server is not None:

@@ -1,0 +1,267 @@
+"""Byzantine behaviours as rewrites of an honest replica's action stream.
+
+The honest Replica runs unchanged; `Byzantine.rewrite` turns what it wants to
+send into what a faulty member sends.  A behaviour sees the replica (read
+only), the actions of one step, and the list of peers; it returns new
+actions.  Proof-of-work behaviours (withholding, selfish mining, private
+forks) are further subclasses of `Behaviour` over the PoW actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+
+from consensus.events import Action, Broadcast, Send
+from consensus.pbft.messages import (
+    Blocks,
+    Commit,
+    NewView,
+    Prepare,
+    PrePrepare,
+    Signed,
+    Status,
+    sign,
+)
+from consensus.pbft.replica import Replica
+from ledger.block import Batch, Block
+from ledger.encoding import Struct
+from node.faults.spec import FaultSpec
+
+
+@dataclass(frozen=True)
+class SendRaw:
+    """Bytes that are not a valid message, straight onto the wire (flooding)."""
+
+    to: str
+    data: bytes
+    unchecked: bool = False  # bypass the sender's frame-size check
+
+
+RawAction = Action | SendRaw
+
+
+@dataclass
+class Context:
+    replica: Replica
+    peers: list[str]  # every other member, in member order
+    rng: random.Random
+
+    def halves(self, colluders: set[str]) -> tuple[list[str], list[str]]:
+        """Honest peers split in two; colluders are in on it and get both versions."""
+        honest = [p for p in self.peers if p not in colluders]
+        cut = len(honest) // 2
+        return honest[:cut], honest[cut:]
+
+
+class Behaviour:
+    def __init__(self, spec: FaultSpec) -> None:
+        self.spec = spec
+
+    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
+        return actions
+
+    def serve(self, ctx: Context, blocks: Blocks) -> Blocks:
+        return blocks
+
+
+def _outgoing(action: RawAction) -> Struct | None:
+    return action.message if isinstance(action, Send | Broadcast) else None
+
+
+def alternative(batch: Batch) -> Batch:
+    """The conflicting twin of a batch: same txs, another proposed time, another digest.
+    Colluders compute it the same way, so they can vote for it."""
+    return dataclasses.replace(batch, proposed_ms=batch.proposed_ms + 1)
+
+
+class Equivocate(Behaviour):
+    """As primary: one pre-prepare (and commit) to half the backups, a conflicting one to the
+    other half; colluders get both."""
+
+    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
+        colluders = set(filter(None, str(self.spec.param("colluders")).split(",")))
+        first, second = ctx.halves(colluders)
+        out: list[RawAction] = []
+        for action in actions:
+            msg = _outgoing(action)
+            twin = self._twin(ctx, msg) if isinstance(action, Broadcast) else None
+            if twin is None:
+                out.append(action)
+                continue
+            assert msg is not None
+            out += [Send(p, msg) for p in first + sorted(colluders)]
+            out += [Send(p, twin) for p in second + sorted(colluders)]
+        return out
+
+    def _twin(self, ctx: Context, msg: Struct | None) -> Struct | None:
+        r = ctx.replica
+        if isinstance(msg, PrePrepare) and msg.batch is not None and r.is_primary:
+            alt = alternative(msg.batch)
+            return sign(dataclasses.replace(msg, digest=alt.digest, batch=alt), r.key)
+        if isinstance(msg, Commit) and r.is_primary:
+            return _conflicting_vote(ctx, msg)
+        return None
+
+
+class DoubleVote(Behaviour):
+    """Prepares and commits for one digest to half the replicas, another digest to the rest
+    (the equivocating primary's alternative when colluding, otherwise a made-up one)."""
+
+    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
+        colluders = set(filter(None, str(self.spec.param("colluders")).split(",")))
+        first, second = ctx.halves(colluders)
+        out: list[RawAction] = []
+        for action in actions:
+            msg = _outgoing(action)
+            if isinstance(action, Broadcast) and isinstance(msg, Prepare | Commit):
+                out += [Send(p, msg) for p in first + sorted(colluders)]
+                out += [Send(p, _conflicting_vote(ctx, msg)) for p in second + sorted(colluders)]
+            else:
+                out.append(action)
+        return out
+
+
+def _conflicting_vote(ctx: Context, vote: Prepare | Commit) -> Prepare | Commit:
+    slot = ctx.replica.log.get(vote.seq)
+    batch = slot.pre_prepare.batch if slot and slot.pre_prepare else None
+    digest = alternative(batch).digest if batch is not None else ctx.rng.randbytes(32)
+    if isinstance(vote, Prepare):
+        return sign(dataclasses.replace(vote, digest=digest), ctx.replica.key)
+    return sign(dataclasses.replace(vote, digest=digest), ctx.replica.key)
+
+
+class Mute(Behaviour):
+    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
+        return [a for a in actions if not isinstance(a, Send | Broadcast | SendRaw)]
+
+
+class SilentPrimary(Behaviour):
+    """Acts as an honest backup, but as primary never proposes (nor makes a NEW-VIEW)."""
+
+    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
+        return [a for a in actions if not isinstance(_outgoing(a), PrePrepare | NewView)]
+
+
+class Forge(Behaviour):
+    """Every signature it sends is random bytes: peers must reject all of it."""
+
+    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
+        out: list[RawAction] = []
+        for action in actions:
+            msg = _outgoing(action)
+            if isinstance(msg, Signed) and isinstance(action, Send | Broadcast):
+                forged = dataclasses.replace(msg, signature=ctx.rng.randbytes(64))
+                out.append(dataclasses.replace(action, message=forged))
+            else:
+                out.append(action)
+        return out
+
+
+class Replay(Behaviour):
+    """Alongside what it sends, re-sends something it sent long ago (stale views, old seqs)."""
+
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
+        self.history: list[Struct] = []
+
+    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
+        out = list(actions)
+        for action in actions:
+            msg = _outgoing(action)
+            if isinstance(action, Broadcast) and msg is not None and not isinstance(msg, Status):
+                if self.history:
+                    out.append(Broadcast(ctx.rng.choice(self.history)))
+                if len(self.history) < 1000:
+                    self.history.append(msg)
+        return out
+
+
+class InvalidBlock(Behaviour):
+    """As primary, proposes batches that do not match their digest (a tx root that lies);
+    serves fetched blocks with a wrong state root."""
+
+    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
+        out: list[RawAction] = []
+        for action in actions:
+            msg = _outgoing(action)
+            if isinstance(msg, PrePrepare) and msg.batch is not None and msg.batch.txs:
+                bad = dataclasses.replace(msg.batch, txs=msg.batch.txs[:-1])  # digest now lies
+                lying = dataclasses.replace(msg, batch=bad)
+                out.append(Send(action.to, lying) if isinstance(action, Send) else Broadcast(lying))
+            else:
+                out.append(action)
+        return out
+
+    def serve(self, ctx: Context, blocks: Blocks) -> Blocks:
+        def corrupt(b: Block) -> Block:
+            header = dataclasses.replace(b.header, state_root=ctx.rng.randbytes(32))
+            return Block(header, b.txs, b.proof)
+
+        return Blocks(tuple(corrupt(b) for b in blocks.blocks))
+
+
+class Flood(Behaviour):
+    """With each heartbeat, `frames` garbage frames of `bytes` bytes to every peer (or frames
+    over the receivers' size limit, with oversize=true)."""
+
+    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
+        if not any(isinstance(_outgoing(a), Status) for a in actions):
+            return actions
+        oversize = bool(self.spec.param("oversize"))
+        size = (8 << 20) if oversize else int(self.spec.param("bytes"))
+        frames = 1 if oversize else int(self.spec.param("frames"))
+        junk: list[RawAction] = [
+            SendRaw(p, ctx.rng.randbytes(size), unchecked=oversize)
+            for p in ctx.peers
+            for _ in range(frames)
+        ]
+        return actions + junk
+
+
+BEHAVIOURS: dict[str, type[Behaviour]] = {
+    "equivocate": Equivocate,
+    "double_vote": DoubleVote,
+    "mute": Mute,
+    "silent_primary": SilentPrimary,
+    "forge": Forge,
+    "replay": Replay,
+    "invalid_block": InvalidBlock,
+    "flood": Flood,
+}
+
+
+class Byzantine:
+    """The active behaviours of one node; empty for an honest node."""
+
+    def __init__(self, node_id: str, peers: list[str], seed: int) -> None:
+        self.peers = [p for p in peers if p != node_id]
+        self.rng = random.Random(seed)
+        self.replica: Replica | None = None
+        self.active: dict[str, Behaviour] = {}
+
+    def attach(self, replica: Replica) -> None:
+        """The replica whose actions are rewritten (again after each restart)."""
+        self.replica = replica
+
+    def add(self, spec: FaultSpec) -> None:
+        self.active[spec.id] = BEHAVIOURS[spec.kind](spec)
+
+    def remove(self, fault_id: str) -> None:
+        self.active.pop(fault_id, None)
+
+    def rewrite(self, actions: list[Action]) -> list[RawAction]:
+        out: list[RawAction] = list(actions)
+        if self.replica is not None:
+            ctx = Context(self.replica, self.peers, self.rng)
+            for behaviour in self.active.values():
+                out = behaviour.rewrite(ctx, out)
+        return out
+
+    def serve(self, blocks: Blocks) -> Blocks:
+        if self.replica is not None:
+            ctx = Context(self.replica, self.peers, self.rng)
+            for behaviour in self.active.values():
+                blocks = behaviour.serve(ctx, blocks)
+        return blocks
