@@ -103,9 +103,9 @@ def cmd_fault(args: argparse.Namespace, cfg: ClusterConfig) -> int:
             else asyncio.run(on_nodes(cfg, spec.node, "fault_inject", spec.to_dict()))
         )
     elif args.fault_action == "heal":
+        processes = {} if args.id else heal_processes(cfg, args.node)
         result = asyncio.run(on_nodes(cfg, args.node, "fault_heal", {"id": args.id}))
-        if not args.id:
-            result |= heal_processes(cfg, args.node)
+        result |= processes
     else:
         result = asyncio.run(on_nodes(cfg, "*", "fault_list"))
         for nid in cfg.node_ids():
@@ -157,8 +157,13 @@ def later(cfg: ClusterConfig, spec: FaultSpec) -> None:
 
 
 def heal_processes(cfg: ClusterConfig, node: str) -> dict[str, Any]:
+    """Resume paused nodes, stop twins, and start again nodes that were killed."""
     healed: dict[str, Any] = {}
-    for nid in cfg.node_ids() if node == "*" else [node]:
+    ids = cfg.node_ids() if node == "*" else [node]
+    if any(launcher.running_pid(cfg, nid) is None for nid in ids):
+        for nid, pid in launcher.up(cfg).items():
+            healed[f"{nid} (process)"] = {"restarted": pid}
+    for nid in ids:
         if launcher.is_paused(cfg, nid):
             launcher.signal_node(cfg, nid, signal.SIGCONT)
             healed[f"{nid} (process)"] = {"resumed": True}

@@ -160,6 +160,7 @@ class Replica:
         self._future: list[Vote] = []
         self._seen: dict[tuple[int, int, int], Vote] = {}  # (member, view, seq) -> first vote
         self._reported: set[tuple[int, int, int]] = set()
+        self._shown: set[tuple[int, int, int]] = set()  # (peer, view, seq) shown our pp
         self._forward: list[Tx] = []
         self._timers: set[str] = set()
         self._rebroadcast = False  # pending txs re-shared since the last progress
@@ -306,6 +307,7 @@ class Replica:
         ]
         self.stats["duplicate_tx"] += len(txs) - len(fresh)
         if not fresh or not self.active:
+            self._arm_request_timer(out, restart=False)
             return
         if self.is_primary:
             self._propose(out, flush=False)
@@ -375,17 +377,31 @@ class Replica:
         self._install(pp)
         self._send_prepare(pp, out)
         self._advance(pp.seq, out)
+        self._arm_request_timer(out, restart=False)  # a batch in flight is waiting work too
 
     def on_prepare(self, p: Prepare, out: list[Action]) -> None:
         if p.replica == self.primary:
             self.stats["prepare_from_primary"] += 1
             return
         self._slot(p.seq).prepares.setdefault(p.replica, p)
+        self._share_if_split(p, out)
         self._advance(p.seq, out)
 
     def on_commit(self, c: Commit, out: list[Action]) -> None:
         self._slot(c.seq).commits.setdefault(c.replica, c)
+        self._share_if_split(c, out)
         self._advance(c.seq, out)
+
+    def _share_if_split(self, vote: Prepare | Commit, out: list[Action]) -> None:
+        """A peer votes for another digest at our slot: maybe the primary told us different
+        things.  Show that peer the pre-prepare we hold; if the primary equivocated, the
+        peer now holds two it signed, and reports them."""
+        pp = self.log[vote.seq].pre_prepare
+        if pp is not None and vote.digest != pp.digest and vote.replica != self.me:
+            key = (vote.replica, pp.view, pp.seq)
+            if key not in self._shown:
+                self._shown.add(key)
+                out.append(Send(self.config.members[vote.replica].node_id, _bare(pp)))
 
     def _vote_ok(self, v: Vote, out: list[Action]) -> bool:
         """Current view, inside the watermarks, from a member, correctly signed."""
@@ -416,9 +432,19 @@ class Replica:
         if fresh and (
             batch.proposer != self.config.members[self.primary].node_id
             or batch.proposed_ms > self._now + self.config.max_clock_skew_ms
+            or self._repeats_txs(pp.seq, batch)
         ):
             return False
         return all(self._tx_ok(tx) for tx in batch.txs)
+
+    def _repeats_txs(self, seq: int, batch: Batch) -> bool:
+        """A fresh batch must not repeat a tx that is committed or in flight at another seq.
+        Two prepare quorums share an honest replica, so no tx can then commit twice; batches
+        re-proposed by a NEW-VIEW are exempt, as safety requires them to be accepted."""
+        ids = [tx.tx_id for tx in batch.txs]
+        if len(set(ids)) != len(ids):
+            return True
+        return any(i in self._recent or self._inflight.get(i, seq) != seq for i in ids)
 
     def _install(self, pp: PrePrepare) -> None:
         """Accept `pp` for its slot; its txs are in flight, out of the mempool."""
@@ -535,6 +561,7 @@ class Replica:
         self.signed = {k: d for k, d in self.signed.items() if k[2] > seq}
         self._seen = {k: v for k, v in self._seen.items() if k[2] > seq}
         self._reported = {k for k in self._reported if k[2] > seq}
+        self._shown = {k for k in self._shown if k[2] > seq}
         out.append(PruneLog(seq, self.view))
         if seq > self.height:
             self.fetch_target = max(self.fetch_target, seq)

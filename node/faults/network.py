@@ -51,7 +51,7 @@ class NetworkRules:
         return False
 
     def _same_side(self, f: FaultSpec, peer: str) -> bool:
-        groups = [set(g.split(",")) for g in str(f.param("groups")).split("|") if g]
+        groups = [{m.strip() for m in g.split(",")} for g in str(f.param("groups")).split("|")]
         mine = next((g for g in groups if self.me in g), {self.me})
         return peer in mine
 

@@ -121,7 +121,9 @@ class FaultSpec:
     def describe(self) -> str:
         """The CLI form, for `tally sim --fault`."""
         parts = [f"kind={self.kind}", f"node={self.node}"]
-        parts += [f"{k}={v}" for k, v in self.params.items()]
+        parts += [
+            f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in self.params.items()
+        ]
         for name, alias in (
             ("at_seconds", "at"),
             ("at_height", "height"),
