@@ -274,12 +274,16 @@ def render_check(report: dict[str, Any]) -> None:
         )
     else:
         console.print("[green]no divergence[/]")
-    for e in report["evidence"]:
+    by_slot: dict[tuple[str, Any, Any], list[dict[str, Any]]] = {}
+    for e in report["evidence"]:  # every honest witness may report the same equivocation
+        by_slot.setdefault((e["member"], e["a"].get("view"), e["a"].get("seq")), []).append(e)
+    for (member, view, seq), items in by_slot.items():
+        e = items[0]
+        digests = sorted({e["a"].get("digest", "")[:12], e["b"].get("digest", "")[:12]})
         console.print(
-            f"evidence at height {e['height']}: {e['member']} signed "
-            f"{e['a']['kind']} {e['a'].get('digest', '')[:12]} and {e['b']['kind']} "
-            f"{e['b'].get('digest', '')[:12]} for view {e['a'].get('view')} "
-            f"seq {e['a'].get('seq')}"
+            f"evidence at height {e['height']}: {member} signed {e['a']['kind']} and "
+            f"{e['b']['kind']} for view {view} seq {seq} with digests {' and '.join(digests)} "
+            f"(reported {len(items)}x)"
         )
     if not report["evidence"]:
         console.print("evidence: none")

@@ -190,4 +190,4 @@ def test_an_equivocating_primary_leaves_evidence_on_the_ledger(cluster: ClusterC
     }
     assert valid_evidence(payload, PbftConfig(genesis.chain_id, genesis.members))
     shown = cli(cfg, "check").stdout
-    assert f"{e['member']} signed" in shown
+    assert f"{e['member']} signed" in shown and "reported" in shown
