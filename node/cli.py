@@ -22,6 +22,7 @@ from node import launcher
 from node.accounts import account_key, resolve_address
 from node.bootstrap import load_genesis
 from node.config import ClusterConfig, ConfigError, load_config
+from node.designcmd import add_design_arguments, cmd_design
 from node.faultcmd import add_fault_arguments, cmd_check, cmd_fault
 from node.faults.spec import FaultError
 from node.rpc.client import RpcClient, RpcUnavailable
@@ -288,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_fault_arguments(sub, common)
     sub.choices["fault"].set_defaults(fn=cmd_fault)
 
+    add_design_arguments(sub)
+    sub.choices["design"].set_defaults(fn=cmd_design)
+
     sim = sub.add_parser(
         "sim",
         help="run the deterministic simulator (faults from flags or a seed)",
@@ -309,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config) if args.fn not in (cmd_bench, cmd_sim) else None
+        needs_cluster = args.fn not in (cmd_bench, cmd_sim, cmd_design)
+        cfg = load_config(args.config) if needs_cluster else None
         return int(args.fn(args, cfg))
     except (ConfigError, launcher.LaunchError, FaultError) as e:
         err.print(f"[red]error:[/] {e}")
