@@ -1,0 +1,3 @@
+"""Contract engines.  Importing this package registers them with the ledger."""
+
+from contracts import exchange as exchange

@@ -54,6 +54,9 @@ class Tag(IntEnum):
     MEMBER = 0x0A
     BATCH = 0x0B
     BATCH_HEADER = 0x0C
+    CONTRACT = 0x0D
+    EXCHANGE = 0x0E
+    CONTRACT_MOVE = 0x0F
     HELLO = 0x20
 
 

@@ -46,6 +46,20 @@ class InvalidBlock(LedgerError):
     code, name = -32018, "invalid_block"
 
 
+class UnknownContract(LedgerError):
+    code, name = -32020, "unknown_contract"
+
+
+class ContractRejected(LedgerError):
+    """A contract would refuse this call now; `reason` is the receipt it would get."""
+
+    code, name = -32019, "contract_rejected"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
 ALL_ERRORS: tuple[type[LedgerError], ...] = (
     MalformedTx,
     BadSignature,
@@ -56,4 +70,6 @@ ALL_ERRORS: tuple[type[LedgerError], ...] = (
     UnknownBlock,
     Overloaded,
     InvalidBlock,
+    ContractRejected,
+    UnknownContract,
 )

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from ledger.block import Batch, Block, BlockHeader, Genesis, tx_root
+from ledger.contract import BURN_ADDRESS, ENGINES, Context, ContractError, ContractRecord, Effect
 from ledger.encoding import Struct, Tag
 from ledger.errors import InvalidBlock, MalformedTx
 from ledger.merkle import merkle_root
-from ledger.tx import EVIDENCE, TRANSFER, Tx, check_payload
+from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx, check_payload
 
 OK = "ok"
 BAD_NONCE = "bad_nonce"
@@ -40,12 +41,16 @@ class Receipt(Struct):
 
 
 class State:
-    """Balances and nonces by address.  Immutable: transitions return a new State."""
+    """Balances and nonces by address, and contracts by id.  Immutable: transitions return a
+    new State."""
 
-    __slots__ = ("_accounts", "_root")
+    __slots__ = ("_accounts", "_contracts", "_root")
 
-    def __init__(self, accounts: Mapping[bytes, Account]) -> None:
+    def __init__(
+        self, accounts: Mapping[bytes, Account], contracts: Mapping[bytes, ContractRecord] = {}
+    ) -> None:
         self._accounts = MappingProxyType(dict(accounts))
+        self._contracts = MappingProxyType(dict(contracts))
         self._root: bytes | None = None
 
     @classmethod
@@ -59,18 +64,99 @@ class State:
     def account(self, address: bytes) -> Account:
         return self._accounts.get(address) or Account(address, 0, 0)
 
+    @property
+    def contracts(self) -> Mapping[bytes, ContractRecord]:
+        return self._contracts
+
     def total_supply(self) -> int:
-        return sum(a.balance for a in self._accounts.values())
+        """All money: balances plus what contracts hold in escrow (burnt money is a balance)."""
+        balances = sum(a.balance for a in self._accounts.values())
+        return balances + sum(c.escrow for c in self._contracts.values())
 
     def root(self) -> bytes:
-        if self._root is None:
+        if self._root is None:  # accounts then contracts; their tags keep the leaves apart
             leaves = [self._accounts[a].encode() for a in sorted(self._accounts)]
+            leaves += [self._contracts[c].encode() for c in sorted(self._contracts)]
             self._root = merkle_root(leaves)
         return self._root
 
 
-def apply_tx(accounts: dict[bytes, Account], tx: Tx) -> str:
-    """Apply one tx to `accounts` in place, or leave it untouched and return why not."""
+class _Working:
+    """The mutable copy of the state that one block's transition works on."""
+
+    def __init__(self, state: State, height: int) -> None:
+        self.accounts = dict(state.accounts)
+        self.contracts = dict(state.contracts)
+        self.height = height
+
+    def account(self, address: bytes) -> Account:
+        return self.accounts.get(address) or Account(address, 0, 0)
+
+    def add(self, address: bytes, amount: int, bump_nonce: bool = False) -> None:
+        a = self.account(address)
+        self.accounts[address] = Account(address, a.balance + amount, a.nonce + bump_nonce)
+
+    def settle(
+        self,
+        record: ContractRecord | None,
+        cid: bytes,
+        engine: str,
+        effect: Effect,
+        payer: bytes | None = None,
+    ) -> str:
+        """Move an effect's money; fail (changing nothing) if a debit cannot be paid."""
+        if any(self.account(a).balance < amount for a, amount in effect.debits.items()):
+            return INSUFFICIENT_FUNDS
+        escrow = (record.escrow if record else 0) + sum(effect.debits.values())
+        escrow -= sum(effect.credits.values()) + effect.burn
+        if (
+            escrow < 0
+            or min([*effect.debits.values(), *effect.credits.values(), effect.burn, 0]) < 0
+        ):
+            return "contract_error"
+        for a, amount in effect.debits.items():
+            self.add(a, -amount)
+        for a, amount in effect.credits.items():
+            self.add(a, amount)
+        if effect.burn:
+            self.add(BURN_ADDRESS, effect.burn)
+        if payer is not None:
+            self.add(payer, 0, bump_nonce=True)
+        self.contracts[cid] = ContractRecord(cid, engine, effect.data, escrow, effect.active)
+        return OK
+
+    def call(self, tx: Tx) -> str:
+        p = tx.payload
+        engine = ENGINES.get(p["engine"])
+        if engine is None:
+            return "unknown_engine"
+        cid = p["id"] or tx.tx_id  # a new contract is named by the tx that creates it
+        record = self.contracts.get(p["id"]) if p["id"] else None
+        if p["id"] and record is None:
+            return "unknown_contract"
+        try:
+            ctx = Context(self.height, tx.sender_address, tx.tx_id)
+            effect = engine.apply(record, p["op"], p["args"], ctx)
+        except ContractError as e:
+            return e.reason
+        return self.settle(record, cid, engine.name, effect, payer=tx.sender_address)
+
+    def deadlines(self) -> None:
+        """Defaults for moves not made in time, in contract-id order (deterministic)."""
+        for cid in sorted(c for c, r in self.contracts.items() if r.active):
+            record = self.contracts[cid]
+            engine = ENGINES.get(record.engine)
+            due = engine.deadline(record) if engine else None
+            while engine and record.active and due is not None and due <= self.height:
+                effect = engine.on_deadline(record, Context(self.height, b"", b""))
+                self.settle(record, cid, engine.name, effect)
+                record = self.contracts[cid]
+                due = engine.deadline(record)
+
+
+def apply_tx(w: _Working, tx: Tx) -> str:
+    """Apply one tx to the working state, or leave it untouched and return why not."""
+    accounts = w.accounts
     sender = accounts.get(tx.sender_address) or Account(tx.sender_address, 0, 0)
     if tx.nonce != sender.nonce:
         return BAD_NONCE
@@ -81,6 +167,8 @@ def apply_tx(accounts: dict[bytes, Account], tx: Tx) -> str:
     if tx.kind == EVIDENCE:  # recorded in the chain; moves no funds
         accounts[sender.address] = Account(sender.address, sender.balance, sender.nonce + 1)
         return OK
+    if tx.kind == CONTRACT:
+        return w.call(tx)
     if tx.kind == TRANSFER:
         to, amount = tx.payload["to"], tx.payload["amount"]
         if sender.balance < amount:
@@ -93,10 +181,14 @@ def apply_tx(accounts: dict[bytes, Account], tx: Tx) -> str:
     return OK
 
 
-def apply_txs(state: State, txs: Iterable[Tx]) -> tuple[State, tuple[Receipt, ...]]:
-    accounts = dict(state.accounts)
-    receipts = tuple(Receipt(tx.tx_id, apply_tx(accounts, tx)) for tx in txs)
-    return State(accounts), receipts
+def apply_txs(
+    state: State, txs: Iterable[Tx], height: int = 0
+) -> tuple[State, tuple[Receipt, ...]]:
+    """The txs of the block at `height`, then the contract deadlines that passed."""
+    w = _Working(state, height)
+    receipts = tuple(Receipt(tx.tx_id, apply_tx(w, tx)) for tx in txs)
+    w.deadlines()
+    return State(w.accounts, w.contracts), receipts
 
 
 def receipts_root(receipts: Iterable[Receipt]) -> bytes:
@@ -107,7 +199,7 @@ def execute_batch(
     state: State, parent: BlockHeader, batch: Batch
 ) -> tuple[Block, State, tuple[Receipt, ...]]:
     """Execute a committed batch on top of `parent`: the block every replica derives."""
-    new_state, receipts = apply_txs(state, batch.txs)
+    new_state, receipts = apply_txs(state, batch.txs, parent.height + 1)
     header = BlockHeader(
         chain_id=parent.chain_id,
         height=parent.height + 1,
@@ -139,7 +231,7 @@ def apply_block(state: State, block: Block) -> tuple[State, tuple[Receipt, ...]]
     header = block.header
     if tx_root(block.txs) != header.tx_root:
         raise InvalidBlock(f"block {header.height}: tx root mismatch")
-    new_state, receipts = apply_txs(state, block.txs)
+    new_state, receipts = apply_txs(state, block.txs, header.height)
     if receipts_root(receipts) != header.receipts_root:
         raise InvalidBlock(f"block {header.height}: receipts root mismatch")
     if new_state.root() != header.state_root:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.block import Block, BlockHeader, Genesis, check_successor
+from ledger.contract import ContractRecord
 from ledger.errors import InvalidBlock
 from ledger.state import Account, Receipt, State, genesis_header
 from ledger.tx import EVIDENCE, Tx
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS txs(
 CREATE INDEX IF NOT EXISTS txs_by_id ON txs(tx_id);
 CREATE TABLE IF NOT EXISTS accounts(
     address BLOB PRIMARY KEY, balance INTEGER NOT NULL, nonce INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS contracts(contract_id BLOB PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS evidence(
     height INTEGER NOT NULL, idx INTEGER NOT NULL, member TEXT NOT NULL,
     PRIMARY KEY (height, idx));
@@ -77,7 +79,14 @@ class Store:
         row = self._db.execute("SELECT header FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
         header = BlockHeader.decode(bytes(row[0]))
         rows = self._db.execute("SELECT address, balance, nonce FROM accounts").fetchall()
-        state = State({bytes(a): Account(bytes(a), b, n) for a, b, n in rows})
+        records = [
+            ContractRecord.decode(bytes(r[0]))
+            for r in self._db.execute("SELECT record FROM contracts").fetchall()
+        ]
+        state = State(
+            {bytes(a): Account(bytes(a), b, n) for a, b, n in rows},
+            {c.contract_id: c for c in records},
+        )
         if state.root() != header.state_root:
             raise StoreError(f"stored state does not match block {header.height}'s state root")
         return state, header
@@ -93,9 +102,15 @@ class Store:
             raise InvalidBlock(f"block {block.height}: state does not match its state root")
         before = self.state.accounts
         changed = [a for addr, a in state.accounts.items() if before.get(addr) is not a]
+        was = self.state.contracts
+        contracts = [c for cid, c in state.contracts.items() if was.get(cid) is not c]
         with self._transaction():
             self._insert_block(block, receipts)
             self._write_accounts(changed)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO contracts VALUES (?, ?)",
+                [(c.contract_id, c.encode()) for c in contracts],
+            )
             self._db.executemany(
                 "INSERT INTO evidence VALUES (?, ?, ?)",
                 [

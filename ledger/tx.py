@@ -12,7 +12,8 @@ from ledger.errors import BadSignature, MalformedTx, WrongChain
 MAX_TX_BYTES = 16 * 1024
 TRANSFER = "transfer"
 EVIDENCE = "evidence"
-KINDS = frozenset({TRANSFER, EVIDENCE})
+CONTRACT = "contract"
+KINDS = frozenset({TRANSFER, EVIDENCE, CONTRACT})
 MAX_EVIDENCE_BYTES = 4096
 
 
@@ -71,6 +72,9 @@ def check_payload(kind: str, payload: dict[str, Any]) -> None:
     if kind == EVIDENCE:
         check_evidence_shape(payload)
         return
+    if kind == CONTRACT:
+        check_contract_shape(payload)
+        return
     if set(payload) != {"to", "amount"}:
         raise MalformedTx("transfer payload must have exactly the keys 'to' and 'amount'")
     to, amount = payload["to"], payload["amount"]
@@ -100,6 +104,31 @@ def check_evidence_shape(payload: dict[str, Any]) -> None:
             raise MalformedTx(
                 f"evidence {key!r} must be an encoded message of at most {MAX_EVIDENCE_BYTES} bytes"
             )
+
+
+def check_contract_shape(payload: dict[str, Any]) -> None:
+    """{"engine": str, "op": str, "id": bytes (empty for a new contract), "args": map}."""
+    if set(payload) != {"engine", "op", "id", "args"}:
+        raise MalformedTx("contract payload must have exactly 'engine', 'op', 'id', 'args'")
+    if not isinstance(payload["engine"], str) or not isinstance(payload["op"], str):
+        raise MalformedTx("contract 'engine' and 'op' must be strings")
+    if not isinstance(payload["id"], bytes) or len(payload["id"]) not in (0, 32):
+        raise MalformedTx("contract 'id' must be a 32-byte contract id (empty to create)")
+    if not isinstance(payload["args"], dict):
+        raise MalformedTx("contract 'args' must be a map")
+
+
+def contract_call(
+    key: KeyPair,
+    chain_id: str,
+    nonce: int,
+    engine: str,
+    op: str,
+    contract_id: bytes,
+    args: dict[str, Any],
+) -> Tx:
+    payload = {"engine": engine, "op": op, "id": contract_id, "args": args}
+    return Tx.create(key, chain_id, nonce, CONTRACT, payload)
 
 
 def evidence(key: KeyPair, chain_id: str, nonce: int, member: str, a: bytes, b: bytes) -> Tx:

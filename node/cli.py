@@ -22,6 +22,7 @@ from node import launcher
 from node.accounts import account_key, resolve_address
 from node.bootstrap import load_genesis
 from node.config import ClusterConfig, ConfigError, load_config
+from node.contractcmd import add_contract_arguments, cmd_contract
 from node.designcmd import add_design_arguments, cmd_design
 from node.faultcmd import add_fault_arguments, cmd_check, cmd_fault
 from node.faults.spec import FaultError
@@ -289,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_fault_arguments(sub, common)
     sub.choices["fault"].set_defaults(fn=cmd_fault)
 
+    add_contract_arguments(sub, common)
+    sub.choices["contract"].set_defaults(fn=cmd_contract)
     add_design_arguments(sub)
     sub.choices["design"].set_defaults(fn=cmd_design)
 

@@ -33,11 +33,19 @@ from consensus.pbft.messages import FetchBlocks
 from consensus.pbft.proofs import valid_evidence
 from consensus.pbft.replica import Replica
 from ledger.block import Genesis
+from ledger.contract import ENGINES, Context, ContractError
 from ledger.crypto import KeyPair
 from ledger.encoding import DecodeError, decode_any
-from ledger.errors import BadNonce, InsufficientFunds, LedgerError, MalformedTx, Overloaded
+from ledger.errors import (
+    BadNonce,
+    ContractRejected,
+    InsufficientFunds,
+    LedgerError,
+    MalformedTx,
+    Overloaded,
+)
 from ledger.store import Store
-from ledger.tx import EVIDENCE, TRANSFER, Tx, evidence
+from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx, evidence
 from node.blockserver import serve_fetch
 from node.faults.byzantine import SendRaw
 from node.faults.controller import FaultController
@@ -200,11 +208,35 @@ class NodeRuntime:
             raise BadNonce(f"nonce {tx.nonce} already used; the account's next is {account.nonce}")
         if tx.nonce > account.nonce + MAX_NONCE_GAP:
             raise BadNonce(f"nonce {tx.nonce} is too far ahead of the account's {account.nonce}")
+        if tx.kind == CONTRACT:
+            self._dry_run(tx)
         if tx.kind == TRANSFER and tx.payload["amount"] > account.balance:
             raise InsufficientFunds(
                 f"balance {account.balance} is less than the amount {tx.payload['amount']}"
             )
         return tx
+
+    def _dry_run(self, tx: Tx) -> None:
+        """A contract call checked against the committed state, so the caller learns at once
+        why it would fail (it is checked again when it executes)."""
+        p, state = tx.payload, self.store.state
+        engine = ENGINES.get(p["engine"])
+        if engine is None:
+            raise ContractRejected("unknown_engine", f"no contract engine {p['engine']!r}")
+        record = state.contracts.get(p["id"]) if p["id"] else None
+        if p["id"] and record is None:
+            raise ContractRejected("unknown_contract", f"no contract {p['id'].hex()}")
+        ctx = Context(self.store.height + 1, tx.sender_address, tx.tx_id)
+        try:
+            effect = engine.apply(record, p["op"], p["args"], ctx)
+        except ContractError as e:
+            raise ContractRejected(e.reason, str(e)) from None
+        for address, amount in effect.debits.items():
+            if state.account(address).balance < amount:
+                raise InsufficientFunds(
+                    f"this call needs {amount} in escrow; the balance is "
+                    f"{state.account(address).balance}"
+                )
 
     def submit(self, tx: Tx, *, wait: bool) -> asyncio.Future[dict[str, Any]] | None:
         """Queue a checked tx for ordering; with `wait`, a future resolved once it commits."""

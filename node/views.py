@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from consensus.pbft.messages import CommitCertificate
+from contracts.design.exchange import STATES
+from contracts.exchange import WINDOWS, Exchange
 from ledger.block import Block, Member
+from ledger.contract import ContractRecord
 from ledger.encoding import DecodeError, decode_any
 from ledger.state import Account, Receipt
 from ledger.tx import Tx
@@ -79,3 +82,35 @@ def describe_vote(raw: bytes) -> dict[str, Any]:
         {k: getattr(vote, k, None) for k in ("view", "seq", "digest", "replica")}
     )
     return {"kind": type(vote).__name__, **fields, "raw": raw.hex()}
+
+
+def contract_view(record: ContractRecord, height: int) -> dict[str, Any]:
+    """An exchange contract: parties, terms, the table, where it stands, and every move."""
+    ex = Exchange.decode(record.data)
+    rows = [
+        dict(zip(("seller", "buyer", "burn"), ex.row(s), strict=True)) | {"state": s}
+        for s in STATES
+    ]
+    return {
+        "id": record.contract_id.hex(),
+        "engine": record.engine,
+        "active": record.active,
+        "escrow": record.escrow,
+        "seller": ex.seller.hex(),
+        "buyer": ex.buyer.hex(),
+        "offered_by": ex.offered_by,
+        "item": ex.item,
+        "price": ex.price,
+        "deposits": {"seller": ex.deposit_seller, "buyer": ex.deposit_buyer},
+        "table": rows,
+        "windows": dict(zip(WINDOWS, ex.windows, strict=True)),
+        "stage": ex.stage,
+        "deadline": ex.deadline if ex.stage not in ("settled", "cancelled") else None,
+        "height": height,
+        "moves": {"redeem": ex.redeemed, "complain": ex.complained, "admit_fault": ex.admitted},
+        "final_state": ex.final_state() if ex.stage == "settled" else None,
+        "history": [
+            {"height": m.height, "op": m.op, "by": m.by, "tx_id": m.tx_id.hex() or None}
+            for m in ex.history
+        ],
+    }

@@ -29,7 +29,9 @@ from consensus.pbft.messages import (
     Status,
     ViewChange,
 )
+from contracts.exchange import Exchange, ExchangeMove
 from ledger.block import Batch, BatchHeader, Block, BlockHeader, Genesis, Member, tx_root
+from ledger.contract import ContractRecord
 from ledger.crypto import KeyPair, address_of, verify
 from ledger.encoding import (
     MAX_DEPTH,
@@ -257,6 +259,26 @@ COMMITS = st.builds(Commit, INTS, INTS, BYTES, INTS, BYTES)
 FORWARDS = st.builds(ForwardTxs, tuples(TXS))
 CERTIFICATES = st.builds(CommitCertificate, INTS, INTS, BYTES, tuples(COMMITS, 4))
 HELLOS = st.builds(Hello, TEXT, TEXT, TEXT, BYTES, BYTES)
+CONTRACT_RECORDS = st.builds(ContractRecord, BYTES, TEXT, BYTES, INTS, st.booleans())
+EXCHANGE_MOVES = st.builds(ExchangeMove, INTS, TEXT, TEXT, BYTES)
+EXCHANGES = st.builds(
+    Exchange,
+    BYTES,
+    BYTES,
+    TEXT,
+    TEXT,
+    INTS,
+    INTS,
+    INTS,
+    st.lists(INTS, max_size=4).map(tuple),
+    st.lists(INTS, max_size=5).map(tuple),
+    TEXT,
+    INTS,
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.lists(EXCHANGE_MOVES, max_size=2).map(tuple),
+)
 CHECKPOINTS = st.builds(Checkpoint, INTS, BYTES, BYTES, INTS, BYTES)
 # View changes nest pre-prepares, batches and txs: keep the inner lists short.
 PREPARED_CERTS = st.builds(
@@ -301,6 +323,9 @@ ROUND_TRIP_CASES: list[tuple[type[Struct], st.SearchStrategy[Any]]] = [
     (Blocks, BLOCK_LISTS),
     (CommitCertificate, CERTIFICATES),
     (Hello, HELLOS),
+    (ContractRecord, CONTRACT_RECORDS),
+    (ExchangeMove, EXCHANGE_MOVES),
+    (Exchange, EXCHANGES),
 ]
 
 

@@ -713,6 +713,7 @@ class Replica:
         out.append(Broadcast(status))
         if self.active:
             self._retransmit(out)
+            self._tick_contracts(out)
         else:  # retransmit: a lost VIEW-CHANGE must not stall the change
             own = self.view_changes.get(self.view, {}).get(self.me)
             if own is not None:
@@ -724,6 +725,20 @@ class Replica:
                 out.append(Broadcast(ForwardTxs(tuple(ready))))
         self._set_timer(STATUS_TIMER, self.config.status_interval_ms, out)
         self._maybe_fetch(out)
+
+    def _tick_contracts(self, out: list[Action]) -> None:
+        """Contract deadlines are heights: an idle primary proposes an empty batch so that
+        time passes for contracts waiting on one."""
+        idle = not self.log and not self.mempool
+        if self.is_primary and idle and any(c.active for c in self.state.contracts.values()):
+            batch = Batch(self.config.chain_id, self.next_seq, self.node_id, self._now, ())
+            pp = self._sign_vote(
+                PrePrepare(self.view, self.next_seq, batch.digest, self.me, b"", batch), out
+            )
+            if pp is not None:
+                self._install(pp)
+                out.append(Broadcast(pp))
+                self.next_seq += 1
 
     def _retransmit(self, out: list[Action]) -> None:
         """Resend our votes for batches still in flight: PBFT's quorums are exactly as large

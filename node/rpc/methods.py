@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ledger.crypto import ADDRESS_SIZE
-from ledger.errors import LedgerError, UnknownBlock, UnknownTx
+from ledger.errors import LedgerError, UnknownBlock, UnknownContract, UnknownTx
 from node.config import NodeSpec
 from node.rpc.jsonrpc import INVALID_PARAMS, Dispatcher, RpcError, param
 from node.runtime import NodeRuntime, now_ms
-from node.views import account_view, block_view, describe_vote, tx_view
+from node.views import account_view, block_view, contract_view, describe_vote, tx_view
 
 WAIT_TIMEOUT_S = 30.0
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -164,6 +164,14 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
             "mempool": len(replica.mempool),
         }
 
+    async def get_contract(params: dict[str, Any]) -> dict[str, Any]:
+        """A contract's parameters, state, escrow, and the history of its moves."""
+        cid = hex_param(params, "id", 32)
+        record = store.state.contracts.get(cid)
+        if record is None:
+            raise UnknownContract(f"no contract {cid.hex()}")
+        return contract_view(record, store.height)
+
     async def get_evidence(params: dict[str, Any]) -> list[dict[str, Any]]:
         """Evidence of equivocation committed on the ledger (optionally against `member`)."""
         member = param(params, "member", str, required=False)
@@ -199,6 +207,7 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
         ("genesis", genesis),
         ("consensus_state", consensus_state),
         ("get_evidence", get_evidence),
+        ("get_contract", get_contract),
         ("block_hashes", block_hashes),
     ]:
         dispatcher.register(name, ledger_errors(fn))

@@ -1,0 +1,74 @@
+"""The ledger's side of contracts: records in the state, and the engine interface.
+
+Contract engines live in `contracts/` and register here at import; the ledger
+never imports them (imports point node -> contracts -> ledger).  An engine is a
+deterministic state machine: given its encoded state, an operation and the
+context, it returns an Effect (its new state and the money to move), or raises
+ContractError, which fails the tx with that reason and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ledger.encoding import Struct, Tag, hash_bytes
+
+BURN_ADDRESS = hash_bytes(b"tally/burn")[:20]  # the protocol account that burnt money goes to
+
+
+class ContractError(Exception):
+    """A contract refused an operation; `reason` becomes the tx's receipt."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ContractRecord(Struct):
+    """One contract in the state: its engine, its encoded state, the money it holds."""
+
+    TAG = Tag.CONTRACT
+    contract_id: bytes
+    engine: str
+    data: bytes
+    escrow: int
+    active: bool
+
+
+@dataclass(frozen=True)
+class Context:
+    height: int
+    sender: bytes  # address; empty for a deadline passing
+    tx_id: bytes
+
+
+@dataclass(frozen=True)
+class Effect:
+    data: bytes
+    active: bool
+    debits: Mapping[bytes, int] = field(default_factory=dict)  # into escrow
+    credits: Mapping[bytes, int] = field(default_factory=dict)  # out of escrow
+    burn: int = 0  # out of escrow, to BURN_ADDRESS
+
+
+class Engine(Protocol):
+    name: str
+
+    def apply(
+        self, record: ContractRecord | None, op: str, args: Mapping[str, Any], ctx: Context
+    ) -> Effect: ...
+
+    def deadline(self, record: ContractRecord) -> int | None:
+        """The height after which `on_deadline` must run, or None."""
+
+    def on_deadline(self, record: ContractRecord, ctx: Context) -> Effect: ...
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def register(engine: Engine) -> None:
+    ENGINES[engine.name] = engine

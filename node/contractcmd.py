@@ -1,0 +1,165 @@
+"""`tally contract exchange offer|accept|deliver|redeem|refund|complain|no-complaint|
+admit-fault|deny-fault|show`: play the core exchange mechanism on a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from contracts.design.designer import design
+from contracts.design.exchange import STATES, ExchangeParams, exchange_game
+from ledger.tx import contract_call
+from node.accounts import account_key, resolve_address
+from node.bootstrap import load_genesis
+from node.config import ClusterConfig, ConfigError
+from node.rpc.client import RpcClient
+
+console = Console() if sys.stdout.isatty() else Console(width=120)
+MOVES = [
+    "accept",
+    "deliver",
+    "redeem",
+    "refund",
+    "complain",
+    "no-complaint",
+    "admit-fault",
+    "deny-fault",
+]
+
+
+def add_contract_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("contract", help="contracts on the ledger (the exchange mechanism)")
+    engines = p.add_subparsers(dest="engine", required=True, metavar="ENGINE")
+    ex = engines.add_parser("exchange", help="the core exchange mechanism")
+    ops = ex.add_subparsers(dest="op", required=True, metavar="OP")
+    offer = ops.add_parser("offer", parents=[common], help="offer an exchange (designs its table)")
+    offer.add_argument("--from", dest="sender", required=True, help="the offerer's account name")
+    offer.add_argument("--to", required=True, help="the counterparty: name or address")
+    offer.add_argument(
+        "--role",
+        choices=["seller", "buyer"],
+        default="seller",
+        help="the offerer's role (default: seller)",
+    )
+    offer.add_argument("--item", default="an item", help="what is sold")
+    offer.add_argument("--price", type=int, default=ExchangeParams.price)
+    offer.add_argument("--design", help="a `tally design exchange --json` file to use instead")
+    offer.add_argument(
+        "--windows",
+        default="20,20,20,20,20",
+        help="blocks allowed to accept,deliver,redeem,complain,admit",
+    )
+    for name in ("offer", *MOVES, "show"):
+        sp = (
+            offer
+            if name == "offer"
+            else ops.add_parser(name, parents=[common], help=f"{name} (a signed move)")
+        )
+        if name != "offer":
+            sp.add_argument("--id", required=True, help="the contract id (the offer's tx id)")
+            if name != "show":
+                sp.add_argument("--from", dest="sender", required=True, help="account name")
+        sp.add_argument("--node", help="node to use (default: the first)")
+        sp.add_argument("--json", action="store_true")
+
+
+def offer_args(cfg: ClusterConfig, args: argparse.Namespace) -> dict[str, Any]:
+    if args.design:
+        d = json.loads(Path(args.design).read_text())
+        price, deposits, rows = d["price"], d["deposits"], d["transfers"]
+        by_state = {r["state"]: r for r in rows}
+        table = [by_state[s][k] for s in STATES for k in ("seller", "buyer", "burn")]
+    else:
+        des = design(exchange_game(ExchangeParams(price=args.price)))
+        price = args.price
+        deposits = {"seller": des.deposit("seller"), "buyer": des.deposit("buyer")}
+        table = [
+            v
+            for s in STATES
+            for v in (des.transfer(s, "seller"), des.transfer(s, "buyer"), des.burn(s))
+        ]
+    windows = [int(w) for w in args.windows.split(",")]
+    return {
+        "role": args.role,
+        "counterparty": resolve_address(cfg, args.to),
+        "item": args.item,
+        "price": price,
+        "deposit_seller": deposits["seller"],
+        "deposit_buyer": deposits["buyer"],
+        "table": table,
+        "windows": windows,
+    }
+
+
+async def call(
+    cfg: ClusterConfig, url: str, sender: str, op: str, cid: bytes, args: dict[str, Any]
+) -> dict[str, Any]:
+    key = account_key(cfg, sender)
+    chain = load_genesis(cfg).chain_id
+    async with RpcClient(url, timeout=60) as client:
+        nonce = (await client.call("get_account", address=key.address.hex()))["next_nonce"]
+        tx = contract_call(key, chain, nonce, "exchange", op, cid, args)
+        result: dict[str, Any] = await client.call("submit_tx", tx=tx.encode().hex(), wait="commit")
+        return result
+
+
+def cmd_contract(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    url = cfg.node(args.node).rpc_url if args.node else cfg.nodes[0].rpc_url
+    if args.op == "show":
+        result = asyncio.run(_show(url, args.id))
+    else:
+        op = args.op.replace("-", "_")
+        cid = b"" if op == "offer" else _contract_id(args.id)
+        extra = offer_args(cfg, args) if op == "offer" else {}
+        result = asyncio.run(call(cfg, url, args.sender, op, cid, extra))
+        if op == "offer":
+            result["contract_id"] = result["tx_id"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render(args.op, result)
+    return 0 if result.get("status", "ok") == "ok" else 1
+
+
+def render(op: str, r: dict[str, Any]) -> None:
+    if op != "show":
+        where = f" at height {r['height']}" if "height" in r else ""
+        console.print(
+            f"{op}: {r['status']}{where}"
+            + (f"; contract id {r['contract_id']}" if "contract_id" in r else "")
+        )
+        return
+    console.print(
+        f"exchange {r['id'][:16]}: {r['item']!r} for {r['price']}, stage "
+        f"{r['stage']}"
+        + (f" (until height {r['deadline']})" if r["deadline"] else "")
+        + f", escrow {r['escrow']}"
+        + (f", final state {r['final_state']}" if r["final_state"] else "")
+    )
+    for m in r["history"]:
+        console.print(
+            f"  height {m['height']}: {m['by']} {m['op']}"
+            + (f" (tx {m['tx_id'][:16]})" if m["tx_id"] else "")
+        )
+
+
+async def _show(url: str, cid: str) -> dict[str, Any]:
+    async with RpcClient(url) as client:
+        result: dict[str, Any] = await client.call("get_contract", id=cid)
+        return result
+
+
+def _contract_id(text: str) -> bytes:
+    try:
+        cid = bytes.fromhex(text)
+    except ValueError:
+        cid = b""
+    if len(cid) != 32:
+        raise ConfigError(f"--id must be the 64-hex-digit contract id, got {text!r}")
+    return cid

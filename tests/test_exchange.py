@@ -1,0 +1,250 @@
+"""The exchange contract in the ledger's state transition: every ending pays the table exactly,
+money is conserved, and bad moves are refused with a reason and change nothing."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import contracts  # noqa: F401  (registers the engine)
+from contracts.design.designer import design
+from contracts.design.exchange import STATES, ExchangeParams, exchange_game
+from contracts.exchange import Exchange
+from ledger.block import BlockHeader, Genesis
+from ledger.contract import BURN_ADDRESS
+from ledger.crypto import KeyPair
+from ledger.state import State, build_block, genesis_header
+from ledger.tx import Tx, contract_call
+
+SELLER, BUYER, OTHER = (KeyPair(bytes([i]) * 32) for i in (1, 2, 3))
+CHAIN = "exchange-test"
+START = 1_000
+DESIGN = design(exchange_game(ExchangeParams()))
+TABLE = [
+    v
+    for s in STATES
+    for v in (DESIGN.transfer(s, "seller"), DESIGN.transfer(s, "buyer"), DESIGN.burn(s))
+]
+WINDOW = 3
+
+
+class Chain:
+    def __init__(self, window: int = WINDOW) -> None:
+        self.window = window
+        balances = {k.address.hex(): START for k in (SELLER, BUYER, OTHER)}
+        genesis = Genesis(CHAIN, 0, (), balances)
+        self.state, self.parent = State.from_genesis(genesis), genesis_header(genesis)
+        self.nonces = {k.address: 0 for k in (SELLER, BUYER, OTHER)}
+        self.cid = b""
+
+    def block(self, *txs: Tx) -> list[str]:
+        block, self.state, receipts = build_block(
+            self.state, self.parent, txs, "n0", self.parent.timestamp_ms + 1
+        )
+        self.parent: BlockHeader = block.header
+        return [r.reason for r in receipts]
+
+    def tx(self, key: KeyPair, op: str, **args: object) -> Tx:
+        tx = contract_call(key, CHAIN, self.nonces[key.address], "exchange", op, self.cid, args)
+        return tx
+
+    def move(self, key: KeyPair, op: str, **args: object) -> str:
+        tx = self.tx(key, op, **args)
+        (reason,) = self.block(tx)
+        if reason == "ok":
+            self.nonces[key.address] += 1
+        return reason
+
+    def offer(self, deposit_seller: int | None = None, table: list[int] | None = None) -> str:
+        reason = self.move(
+            SELLER,
+            "offer",
+            role="seller",
+            counterparty=BUYER.address,
+            item="a lamp",
+            price=100,
+            deposit_seller=DESIGN.deposit("seller") if deposit_seller is None else deposit_seller,
+            deposit_buyer=DESIGN.deposit("buyer"),
+            table=table or TABLE,
+            windows=[self.window] * 5,
+        )
+        return reason
+
+    def open(self) -> None:
+        self.cid = b""
+        offer = self.tx(
+            SELLER,
+            "offer",
+            role="seller",
+            counterparty=BUYER.address,
+            item="a lamp",
+            price=100,
+            deposit_seller=DESIGN.deposit("seller"),
+            deposit_buyer=DESIGN.deposit("buyer"),
+            table=TABLE,
+            windows=[self.window] * 5,
+        )
+        assert self.block(offer) == ["ok"]
+        self.nonces[SELLER.address] += 1
+        self.cid = offer.tx_id
+        assert self.move(BUYER, "accept") == "ok"
+
+    def idle(self, blocks: int) -> None:
+        for _ in range(blocks):
+            self.block()
+
+    @property
+    def exchange(self) -> Exchange:
+        return Exchange.decode(self.state.contracts[self.cid].data)
+
+    def balance(self, key: KeyPair | bytes) -> int:
+        address = key if isinstance(key, bytes) else key.address
+        return self.state.account(address).balance
+
+
+def settled_as(c: Chain, state: str) -> None:
+    ex = c.exchange
+    assert ex.stage == "settled" and ex.final_state() == state
+    to_seller, to_buyer, burn = ex.row(state)
+    assert c.balance(SELLER) == START - DESIGN.deposit("seller") + to_seller
+    assert c.balance(BUYER) == START - 100 - DESIGN.deposit("buyer") + to_buyer
+    assert c.balance(BURN_ADDRESS) == burn
+    assert c.state.contracts[c.cid].escrow == 0
+    assert c.state.total_supply() == 3 * START
+
+
+def test_honest_play_settles_redeemed_without_complaint() -> None:
+    c = Chain()
+    c.open()
+    assert c.move(SELLER, "deliver") == "ok"
+    assert c.move(BUYER, "redeem") == "ok"
+    assert c.move(BUYER, "no_complaint") == "ok"
+    assert c.move(SELLER, "deny_fault") == "ok"
+    settled_as(c, "RNN")
+
+
+def test_low_quality_complaint_and_admission() -> None:
+    c = Chain()
+    c.open()
+    assert c.move(SELLER, "deliver") == "ok"
+    assert c.move(BUYER, "refund") == "ok"
+    assert c.move(BUYER, "complain") == "ok"
+    assert c.move(SELLER, "admit_fault") == "ok"
+    settled_as(c, "XCF")
+
+
+def test_unjustified_complaint_not_admitted() -> None:
+    c = Chain()
+    c.open()
+    assert c.move(SELLER, "deliver") == "ok"
+    assert c.move(BUYER, "redeem") == "ok"
+    assert c.move(BUYER, "complain") == "ok"
+    c.idle(WINDOW + 1)  # the seller lets the admission window pass: no admission
+    settled_as(c, "RCN")
+
+
+def test_everything_expires_after_delivery() -> None:
+    c = Chain()
+    c.open()
+    assert c.move(SELLER, "deliver") == "ok"
+    c.idle(3 * (WINDOW + 1))
+    settled_as(c, "XNN")
+    assert [m.by for m in c.exchange.history[-3:]] == ["deadline"] * 3
+
+
+def test_the_seller_never_delivers() -> None:
+    c = Chain()
+    c.open()
+    c.idle(WINDOW + 1)  # no delivery: the buyer's redeem window opens anyway
+    assert c.exchange.stage == "await_redeem"
+    assert c.move(BUYER, "refund") == "ok"
+    assert c.move(BUYER, "complain") == "ok"
+    assert c.move(SELLER, "admit_fault") == "ok"
+    settled_as(c, "XCF")
+
+
+def test_an_offer_nobody_accepts_is_cancelled_and_refunded() -> None:
+    c = Chain()
+    assert c.offer() == "ok"
+    c.idle(WINDOW + 1)
+    assert c.balance(SELLER) == START and c.state.total_supply() == 3 * START
+
+
+def test_bad_moves_are_refused_and_change_nothing() -> None:
+    c = Chain(window=10)
+    c.open()
+    record = c.state.contracts[c.cid]
+    balances = [c.balance(k) for k in (SELLER, BUYER, OTHER)]
+    assert c.move(BUYER, "redeem") == "out_of_turn"  # before delivery
+    assert c.move(BUYER, "deliver") == "wrong_party"
+    assert c.move(OTHER, "deliver") == "wrong_party"
+    assert c.move(BUYER, "accept") == "already_moved"  # twice
+    assert c.move(SELLER, "fly") == "bad_op"
+    assert c.state.contracts[c.cid] == record  # refused moves changed nothing
+    assert [c.balance(k) for k in (SELLER, BUYER, OTHER)] == balances
+    c.idle(10)
+    assert c.move(SELLER, "deliver") == "deadline_passed"
+    c.idle(40)
+    assert c.move(SELLER, "deliver") == "contract_closed"
+    assert c.state.total_supply() == 3 * START
+
+
+def test_offers_with_a_bad_table_or_too_little_money_are_refused() -> None:
+    c = Chain()
+    bad = list(TABLE)
+    bad[0] += 1
+    assert c.offer(table=bad) == "bad_table"
+    assert c.offer(deposit_seller=DESIGN.deposit("seller") + 1) == "bad_table"  # rows != total
+    big = [v * 1000 for v in TABLE]
+    terms = {
+        "role": "seller",
+        "counterparty": BUYER.address,
+        "item": "x",
+        "price": 100_000,
+        "deposit_seller": DESIGN.deposit("seller") * 1000,
+        "deposit_buyer": 0,
+        "table": big,
+        "windows": [3] * 5,
+    }
+    assert c.move(SELLER, "offer", **terms) == "insufficient_funds"  # deposit > balance
+    assert c.state.contracts == {} and c.balance(SELLER) == START
+    terms["deposit_seller"], terms["table"] = 0, [v * 1000 for v in TABLE[:3]] * 8
+    terms["table"] = [r for s in STATES for r in (0, 0, 100_000)]
+    offer = c.tx(SELLER, "offer", **terms)
+    assert c.block(offer) == ["ok"]
+    c.nonces[SELLER.address] += 1
+    c.cid = offer.tx_id
+    assert c.move(BUYER, "accept") == "insufficient_funds"  # the buyer cannot pay 100,000
+    assert c.exchange.stage == "await_accept" and c.balance(BUYER) == START
+
+
+OPS = [
+    "deliver",
+    "redeem",
+    "refund",
+    "complain",
+    "no_complaint",
+    "admit_fault",
+    "deny_fault",
+    "accept",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([SELLER, BUYER, OTHER]), st.sampled_from(OPS), st.integers(0, 4)),
+        max_size=12,
+    )
+)
+def test_any_sequence_of_moves_conserves_money_and_pays_a_table_row(
+    moves: list[tuple[KeyPair, str, int]],
+) -> None:
+    c = Chain()
+    c.open()
+    for key, op, wait in moves:
+        c.move(key, op)
+        c.idle(wait)
+        assert c.state.total_supply() == 3 * START
+    c.idle(6 * (WINDOW + 1))
+    settled_as(c, c.exchange.final_state())
