@@ -10,7 +10,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ledger.tx import Tx, transfer
+from contracts.design.designer import design
+from contracts.design.exchange import STATES, ExchangeParams, exchange_game
+from ledger.tx import Tx, contract_call, transfer
 from node import launcher
 from node.accounts import account_key
 from node.bootstrap import load_genesis
@@ -58,7 +60,87 @@ async def _demo(cfg: ClusterConfig, per_account: int) -> bool:
         mark = "[green]valid[/]" if r.ok else f"[red]INVALID: {r.error}[/]"
         console.print(f"verify {r.node_id}: {mark} to height {r.height}, supply {r.total_supply}")
     supply_ok = all(r.total_supply == sum(cfg.accounts.values()) for r in reports)
-    return agree and supply_ok and all(r.ok for r in reports)
+    exchanges_ok = await exchanges(cfg)
+    return agree and supply_ok and all(r.ok for r in reports) and exchanges_ok
+
+
+PLAYS = {
+    "honest": ("alice", "bob", ["deliver:S", "redeem:B", "no_complaint:B", "deny_fault:S"]),
+    # the seller ships low quality; the buyer refuses it and complains; the seller lies
+    "dishonest seller": ("carol", "bob", ["deliver:S", "refund:B", "complain:B", "deny_fault:S"]),
+}
+
+
+async def exchanges(cfg: ClusterConfig) -> bool:
+    """The core exchange mechanism: designed by LP, offered, played honestly and dishonestly."""
+    if not {"alice", "bob", "carol"} <= set(cfg.accounts):
+        return True
+    d = design(exchange_game(ExchangeParams()))
+    console.rule("[bold]exchange contract[/]: transfers designed by linear programming")
+    console.print(
+        f"price 100, deposits: seller {d.deposit('seller')}, buyer "
+        f"{d.deposit('buyer')}; honest play is the unique subgame-perfect equilibrium "
+        f"(verified exactly)"
+    )
+    table = [
+        v for s in STATES for v in (d.transfer(s, "seller"), d.transfer(s, "buyer"), d.burn(s))
+    ]
+    genesis = load_genesis(cfg)
+    ok = True
+    async with RpcClient(cfg.nodes[1].rpc_url, timeout=60) as client:
+        for name, (seller, buyer, steps) in PLAYS.items():
+            keys = {"S": account_key(cfg, seller), "B": account_key(cfg, buyer)}
+            before = {
+                r: (await client.call("get_account", address=k.address.hex()))["balance"]
+                for r, k in keys.items()
+            }
+
+            async def play(
+                role: str, op: str, cid: bytes, args: dict[str, Any], keys: dict[str, Any] = keys
+            ) -> bytes:
+                key = keys[role]
+                acct = await client.call("get_account", address=key.address.hex())
+                tx = contract_call(
+                    key, genesis.chain_id, acct["next_nonce"], "exchange", op, cid, args
+                )
+                await client.call("submit_tx", tx=tx.encode().hex(), wait="commit")
+                return tx.tx_id
+
+            cid = await play(
+                "S",
+                "offer",
+                b"",
+                {
+                    "role": "seller",
+                    "counterparty": keys["B"].address,
+                    "item": "a lamp",
+                    "price": 100,
+                    "deposit_seller": d.deposit("seller"),
+                    "deposit_buyer": d.deposit("buyer"),
+                    "table": table,
+                    "windows": [20] * 5,
+                },
+            )
+            await play("B", "accept", cid, {})
+            for step in steps:
+                op, role = step.split(":")
+                await play(role, op, cid, {})
+            c = await client.call("get_contract", id=cid.hex())
+            after = {
+                r: (await client.call("get_account", address=k.address.hex()))["balance"]
+                for r, k in keys.items()
+            }
+            row = next(r for r in c["table"] if r["state"] == c["final_state"])
+            moves = ", ".join(s.split(":")[0] for s in steps)
+            console.print(
+                f"{name}: {seller} sells to {buyer}; moves {moves}"
+                f" -> state {c['final_state']}: seller {after['S'] - before['S']:+}, buyer "
+                f"{after['B'] - before['B']:+}, burnt {row['burn']}"
+            )
+            ok &= c["stage"] == "settled" and after["S"] - before["S"] == (
+                row["seller"] - d.deposit("seller")
+            )
+    return ok
 
 
 async def make_workload(cfg: ClusterConfig, per_account: int) -> list[Tx]:

@@ -1,0 +1,241 @@
+"""The exchange contract on a live 4-node cluster: the honest play and every off-path ending
+pay exactly the designed table, the same on every node, and money is conserved."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from contracts.design.designer import design
+from contracts.design.exchange import STATES, ExchangeParams, exchange_game
+from ledger.contract import BURN_ADDRESS
+from ledger.tx import contract_call
+from node import launcher
+from node.accounts import account_key
+from node.bench import free_ports
+from node.bootstrap import load_genesis
+from node.config import ClusterConfig, load_config, local_cluster_toml
+from node.rpc.client import RpcClient
+from node.rpc.jsonrpc import RpcError
+
+pytestmark = pytest.mark.e2e
+START = 1_000_000
+PARTIES = (
+    "seller1",
+    "buyer1",
+    "seller2",
+    "buyer2",
+    "seller3",
+    "buyer3",
+    "seller4",
+    "buyer4",
+    "seller5",
+    "buyer5",
+)
+WINDOW = 6  # blocks; empty heartbeat blocks come every status interval while contracts wait
+DESIGN = design(exchange_game(ExchangeParams()))
+TABLE = [
+    v
+    for s in STATES
+    for v in (DESIGN.transfer(s, "seller"), DESIGN.transfer(s, "buyer"), DESIGN.burn(s))
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterConfig]:
+    path = tmp_path_factory.mktemp("exchange") / "cluster.toml"
+    pbft = {"batch_wait_ms": 5, "status_interval_ms": 200}
+    path.write_text(
+        local_cluster_toml("exchange", free_ports(8), dict.fromkeys(PARTIES, START), pbft)
+    )
+    cfg = load_config(path)
+    launcher.up(cfg, timeout_s=30)
+    try:
+        yield cfg
+    finally:
+        launcher.down(cfg)
+
+
+async def rpc(cfg: ClusterConfig, at: str, method: str, **params: Any) -> Any:
+    async with RpcClient(cfg.node(at).rpc_url, timeout=60) as client:
+        return await client.call(method, **params)
+
+
+async def move(
+    cfg: ClusterConfig, who: str, op: str, cid: bytes, at: str = "n1", **args: Any
+) -> dict[str, Any]:
+    key = account_key(cfg, who)
+    nonce = (await rpc(cfg, at, "get_account", address=key.address.hex()))["next_nonce"]
+    tx = contract_call(key, load_genesis(cfg).chain_id, nonce, "exchange", op, cid, args)
+    result: dict[str, Any] = await rpc(cfg, at, "submit_tx", tx=tx.encode().hex(), wait="commit")
+    assert result["status"] == "ok", (op, result)
+    result["tx_id_bytes"] = tx.tx_id
+    return result
+
+
+async def open_exchange(cfg: ClusterConfig, seller: str, buyer: str) -> bytes:
+    offer = await move(
+        cfg,
+        seller,
+        "offer",
+        b"",
+        role="seller",
+        counterparty=account_key(cfg, buyer).address,
+        item="a lamp",
+        price=100,
+        deposit_seller=DESIGN.deposit("seller"),
+        deposit_buyer=DESIGN.deposit("buyer"),
+        table=TABLE,
+        windows=[WINDOW] * 5,
+    )
+    cid: bytes = offer["tx_id_bytes"]
+    await move(cfg, buyer, "accept", cid, at="n2")
+    return cid
+
+
+async def settled(cfg: ClusterConfig, cid: bytes, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        c = await rpc(cfg, "n0", "get_contract", id=cid.hex())
+        if c["stage"] in ("settled", "cancelled"):
+            return c  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"contract never settled: {c['stage']}"
+        await asyncio.sleep(0.2)
+
+
+async def balances_everywhere(cfg: ClusterConfig, names: tuple[str, ...]) -> dict[str, int]:
+    """Each party's balance, which must be identical on every node (waits for them to agree)."""
+    addresses = [account_key(cfg, n).address.hex() for n in names] + [BURN_ADDRESS.hex()]
+    for _ in range(100):
+        per_node = []
+        for node in cfg.node_ids():
+            per_node.append(
+                [(await rpc(cfg, node, "get_account", address=a))["balance"] for a in addresses]
+            )
+        if all(b == per_node[0] for b in per_node):
+            return dict(zip([*names, "burn"], per_node[0], strict=True))
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"nodes disagree on balances: {per_node}")
+
+
+ENDINGS = {
+    "honest": (
+        ["deliver:seller", "redeem:buyer", "no_complaint:buyer", "deny_fault:seller"],
+        "RNN",
+    ),
+    "low quality, complaint admitted": (
+        ["deliver:seller", "refund:buyer", "complain:buyer", "admit_fault:seller"],
+        "XCF",
+    ),
+    "unjustified complaint not admitted": (
+        ["deliver:seller", "redeem:buyer", "complain:buyer"],
+        "RCN",
+    ),  # admission expires
+    "expiry": (["deliver:seller"], "XNN"),
+    "seller never delivers": ([], "XNN"),
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS), ids=list(ENDINGS))
+async def test_every_ending_pays_exactly_the_table(cluster: ClusterConfig, ending: str) -> None:
+    cfg = cluster
+    index = list(ENDINGS).index(ending)
+    seller, buyer = PARTIES[2 * index], PARTIES[2 * index + 1]
+    before = await balances_everywhere(cfg, (seller, buyer))
+    cid = await open_exchange(cfg, seller, buyer)
+    steps, final = ENDINGS[ending]
+    for step in steps:
+        op, who = step.split(":")
+        await move(cfg, seller if who == "seller" else buyer, op, cid, at=f"n{index % 4}")
+    contract = await settled(cfg, cid)
+    assert contract["final_state"] == final and contract["escrow"] == 0
+    row = next(r for r in contract["table"] if r["state"] == final)
+    after = await balances_everywhere(cfg, (seller, buyer))
+    assert after[seller] - before[seller] == row["seller"] - DESIGN.deposit("seller")
+    assert after[buyer] - before[buyer] == row["buyer"] - 100 - DESIGN.deposit("buyer")
+    assert after["burn"] - before["burn"] == row["burn"]
+    moved = sum(after[k] - before[k] for k in after)
+    assert moved == 0, "money must be conserved: escrow and burn accounted"
+    assert [m["by"] for m in contract["history"]][:2] == ["seller", "buyer"]
+
+
+async def test_bad_moves_get_clear_errors_and_change_nothing(cluster: ClusterConfig) -> None:
+    cfg = cluster
+    seller, buyer = "seller5", "buyer5"
+    cid = await open_exchange(cfg, seller, buyer)
+    before = await rpc(cfg, "n0", "get_contract", id=cid.hex())
+    key = account_key(cfg, buyer)
+    chain = load_genesis(cfg).chain_id
+
+    async def refused(who: str, op: str, reason: str) -> None:
+        k = account_key(cfg, who)
+        nonce = (await rpc(cfg, "n0", "get_account", address=k.address.hex()))["next_nonce"]
+        tx = contract_call(k, chain, nonce, "exchange", op, cid, {})
+        with pytest.raises(RpcError) as info:
+            await rpc(cfg, "n0", "submit_tx", tx=tx.encode().hex())
+        assert info.value.code == -32019 and info.value.message.startswith(reason), info.value
+
+    await refused(buyer, "redeem", "out_of_turn")  # before delivery
+    await refused(buyer, "deliver", "wrong_party")
+    await refused(buyer, "accept", "already_moved")  # twice
+    nonce = (await rpc(cfg, "n0", "get_account", address=key.address.hex()))["next_nonce"]
+    unknown = contract_call(key, chain, nonce, "exchange", "redeem", b"\x01" * 32, {})
+    with pytest.raises(RpcError) as info:
+        await rpc(cfg, "n0", "submit_tx", tx=unknown.encode().hex())
+    assert "unknown_contract" in info.value.message
+    after = await rpc(cfg, "n0", "get_contract", id=cid.hex())
+    assert after["history"] == before["history"]
+    await settled(cfg, cid)  # the windows pass: the default ending
+    await refused(seller, "deliver", "contract_closed")
+
+
+def test_cli_show(cluster: ClusterConfig) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "-c",
+            str(cluster.path),
+            "contract",
+            "exchange",
+            "offer",
+            "--from",
+            "seller1",
+            "--to",
+            "buyer1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    cid = json.loads(out.stdout)["contract_id"]
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "-c",
+            str(cluster.path),
+            "contract",
+            "exchange",
+            "show",
+            "--id",
+            cid,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    view = json.loads(shown.stdout)
+    assert view["stage"] == "await_accept" and view["price"] == 100 and len(view["table"]) == 8
