@@ -248,3 +248,33 @@ def test_any_sequence_of_moves_conserves_money_and_pays_a_table_row(
         assert c.state.total_supply() == 3 * START
     c.idle(6 * (WINDOW + 1))
     settled_as(c, c.exchange.final_state())
+
+
+def test_the_buyer_can_offer_and_the_seller_accept() -> None:
+    c = Chain()
+    offer = c.tx(
+        BUYER,
+        "offer",
+        role="buyer",
+        counterparty=SELLER.address,
+        item="a lamp",
+        price=100,
+        deposit_seller=DESIGN.deposit("seller"),
+        deposit_buyer=DESIGN.deposit("buyer"),
+        table=TABLE,
+        windows=[WINDOW] * 5,
+    )
+    assert c.block(offer) == ["ok"]
+    c.nonces[BUYER.address] += 1
+    c.cid = offer.tx_id
+    assert c.balance(BUYER) == START - 100 - DESIGN.deposit("buyer")  # paid in at the offer
+    assert c.move(BUYER, "accept") == "wrong_party"  # the offerer cannot accept its own offer
+    assert c.move(SELLER, "accept") == "ok"
+    for who, op in (
+        (SELLER, "deliver"),
+        (BUYER, "redeem"),
+        (BUYER, "no_complaint"),
+        (SELLER, "deny_fault"),
+    ):
+        assert c.move(who, op) == "ok"
+    settled_as(c, "RNN")
