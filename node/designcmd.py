@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import fields
+from fractions import Fraction
 from typing import Any
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from contracts.design.exchange import (
     tree_json,
 )
 from contracts.design.game import spe_outcome, subgame_perfect
+from contracts.design.risk import InfeasibleDesign, RiskProblem, Utility, design_risk
 
 console = Console() if sys.stdout.isatty() else Console(width=120)
 
@@ -54,6 +56,25 @@ def add_design_arguments(sub: Any) -> None:
         help="how much better the honest move must be at every node (default: 1)",
     )
     ex.add_argument("--json", action="store_true")
+    risk = kinds.add_parser("risk-sharing", help="Townsend's information-constrained insurance")
+    risk.add_argument("--incomes", default="1,2,3", help="agent 1's possible incomes")
+    risk.add_argument("--probs", default="1/3,1/3,1/3", help="their probabilities")
+    risk.add_argument(
+        "--transfers",
+        default="-2:2:0.5",
+        help="the grid LOW:HIGH:STEP of transfers from agent 1 to agent 2",
+    )
+    risk.add_argument("--utility", default="crra:1.5", help="crra:GAMMA, cara:A or table:c=u,...")
+    risk.add_argument("--utility2", help="agent 2's utility (default: the same)")
+    risk.add_argument("--endowment", type=float, default=3.0, help="agent 2's endowment W")
+    risk.add_argument("--periods", type=int, default=1)
+    risk.add_argument("--markov", help="rows of p(next|now): 'a,b,c;d,e,f;g,h,i' (default iid)")
+    risk.add_argument("--beta", type=float, default=0.95)
+    risk.add_argument("--weights", default="1,1", help="Pareto weights lambda1,lambda2")
+    risk.add_argument("--audit-cost", type=float, help="Program 9: audits at this cost")
+    risk.add_argument("--participation", action="store_true", help="limited commitment")
+    risk.add_argument("--public", action="store_true", help="incomes observed (benchmark)")
+    risk.add_argument("--json", action="store_true")
     check = kinds.add_parser("check", help="solve a built-in game by backward induction")
     check.add_argument("game", choices=["moore-repullo"])
     check.add_argument("--json", action="store_true")
@@ -86,6 +107,8 @@ def design_json(params: ExchangeParams, d: Design) -> dict[str, Any]:
 def cmd_design(args: argparse.Namespace, cfg: object) -> int:
     if args.design_kind == "check":
         return check_moore_repullo(args.json)
+    if args.design_kind == "risk-sharing":
+        return design_risk_sharing(args)
     params = ExchangeParams(**{f.name: getattr(args, f.name) for f in fields(ExchangeParams)})
     try:
         d = design(exchange_game(params), args.objective, args.margin)
@@ -118,6 +141,86 @@ def cmd_design(args: argparse.Namespace, cfg: object) -> int:
         "(exact backward induction); budget and IR hold to the unit"
     )
     return 0
+
+
+def design_risk_sharing(args: argparse.Namespace) -> int:
+    problem = RiskProblem(
+        incomes=_floats(args.incomes),
+        probs=_floats(args.probs),
+        transfers=_grid(args.transfers),
+        u1=Utility.parse(args.utility),
+        u2=Utility.parse(args.utility2 or args.utility),
+        endowment=args.endowment,
+        periods=args.periods,
+        beta=args.beta,
+        markov=tuple(_floats(r) for r in args.markov.split(";")) if args.markov else None,
+        weights=tuple(_floats(args.weights)),  # type: ignore[arg-type]
+        audit_cost=args.audit_cost,
+        participation=args.participation,
+        public=args.public,
+    )
+    try:
+        d = design_risk(problem)
+    except InfeasibleDesign as e:
+        print(json.dumps({"error": str(e)}) if args.json else f"no design: {e}")
+        return 1
+    lotteries = [
+        {
+            "period": t,
+            "reports": [problem.incomes[i] for i in h],
+            "audit": None if not a else ("truthful" if a == 1 + h[-1] else problem.incomes[a - 1]),
+            "weights": w,
+            "expected_transfer": round(d.expected_transfer(t, h, a), 6),
+        }
+        for (t, h, a), w in sorted(d.weights.items())
+    ]
+    second = {k: v for k, v in d.weights.items() if k[0] == 2 and k[2] == 0}
+    dependent = any(
+        d.expected_transfer(2, (a, now)) != d.expected_transfer(2, (b, now))
+        for (_, (a, now), _) in second
+        for (_, (b, n2), _) in second
+        if n2 == now and a != b
+    )
+    out = {
+        "periods": problem.periods,
+        "incomes": problem.incomes,
+        "transfers": problem.transfers,
+        "resolution": d.resolution,
+        "lotteries": lotteries,
+        "objective": d.objective,
+        "expected_utility": {"agent1": d.utility1, "agent2": d.utility2},
+        "audit_probability": {
+            str(problem.incomes[i]): float(p) for i, p in d.audit_probability.items()
+        },
+        "binding": d.binding,
+        "history_dependent": dependent,
+        "verified": d.verified,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for lot in lotteries:
+            console.print(
+                f"period {lot['period']} reports {lot['reports']}"
+                + (f" audit {lot['audit']}" if lot["audit"] else "")
+                + f": E[transfer] {lot['expected_transfer']:+.3f}"
+            )
+        console.print(
+            f"objective {d.objective:.6f}; binding: {'; '.join(d.binding) or 'none'}; "
+            f"history dependent: {dependent}; verified exactly: {d.verified}"
+        )
+    return 0 if d.verified else 1
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(Fraction(x)) for x in text.split(",") if x)
+
+
+def _grid(text: str) -> tuple[float, ...]:
+    if ":" not in text:
+        return _floats(text)
+    low, high, step = (float(x) for x in text.split(":"))
+    return tuple(round(low + k * step, 9) for k in range(round((high - low) / step) + 1))
 
 
 def check_moore_repullo(as_json: bool) -> int:
