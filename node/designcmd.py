@@ -170,7 +170,7 @@ def design_risk_sharing(args: argparse.Namespace) -> int:
             "reports": [problem.incomes[i] for i in h],
             "audit": None if not a else ("truthful" if a == 1 + h[-1] else problem.incomes[a - 1]),
             "weights": w,
-            "expected_transfer": round(d.expected_transfer(t, h, a), 6),
+            "expected_transfer": _rounded(d.expected_transfer(t, h, a)),
         }
         for (t, h, a), w in sorted(d.weights.items())
     ]
@@ -203,13 +203,21 @@ def design_risk_sharing(args: argparse.Namespace) -> int:
             console.print(
                 f"period {lot['period']} reports {lot['reports']}"
                 + (f" audit {lot['audit']}" if lot["audit"] else "")
-                + f": E[transfer] {lot['expected_transfer']:+.3f}"
+                + (
+                    f": E[transfer] {lot['expected_transfer']:+.3f}"
+                    if lot["expected_transfer"] is not None
+                    else ": never happens"
+                )
             )
         console.print(
             f"objective {d.objective:.6f}; binding: {'; '.join(d.binding) or 'none'}; "
             f"history dependent: {dependent}; verified exactly: {d.verified}"
         )
     return 0 if d.verified else 1
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
 
 
 def _floats(text: str) -> tuple[float, ...]:

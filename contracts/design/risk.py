@@ -101,8 +101,11 @@ class RiskDesign:
     audit_probability: dict[int, Fraction] = field(default_factory=dict)
     verified: bool = False
 
-    def expected_transfer(self, period: int, history: History, audit: int = 0) -> float:
+    def expected_transfer(self, period: int, history: History, audit: int = 0) -> float | None:
+        """The lottery's mean transfer; None for an audit branch that never happens."""
         w = self.weights[(period, history, audit)]
+        if not sum(w):
+            return None
         return sum(t * x for t, x in zip(self.problem.transfers, w, strict=True)) / sum(w)
 
 
