@@ -12,16 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from livecluster import live_cluster
 
 from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
 from ledger.contract import BURN_ADDRESS
 from ledger.tx import contract_call
-from node import launcher
 from node.accounts import account_key
-from node.bench import free_ports
 from node.bootstrap import load_genesis
-from node.config import ClusterConfig, load_config, local_cluster_toml
+from node.config import ClusterConfig
 from node.rpc.client import RpcClient
 from node.rpc.jsonrpc import RpcError
 
@@ -50,17 +49,14 @@ TABLE = [
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterConfig]:
-    path = tmp_path_factory.mktemp("exchange") / "cluster.toml"
-    pbft = {"batch_wait_ms": 5, "status_interval_ms": 200}
-    path.write_text(
-        local_cluster_toml("exchange", free_ports(8), dict.fromkeys(PARTIES, START), pbft)
-    )
-    cfg = load_config(path)
-    launcher.up(cfg, timeout_s=30)
-    try:
+    directory = tmp_path_factory.mktemp("exchange")
+    with live_cluster(
+        directory,
+        "exchange",
+        dict.fromkeys(PARTIES, START),
+        {"batch_wait_ms": 5, "status_interval_ms": 200},
+    ) as cfg:
         yield cfg
-    finally:
-        launcher.down(cfg)
 
 
 async def rpc(cfg: ClusterConfig, at: str, method: str, **params: Any) -> Any:

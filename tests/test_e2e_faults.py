@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from livecluster import live_cluster
 
 from consensus.pbft.config import PbftConfig
 from consensus.pbft.proofs import valid_evidence
 from ledger.tx import transfer
 from node import launcher
 from node.accounts import account_key
-from node.bench import free_ports
 from node.bootstrap import load_genesis
-from node.config import ClusterConfig, load_config, local_cluster_toml
+from node.config import ClusterConfig
 from node.faults.spec import CATALOGUE
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
@@ -46,14 +46,9 @@ duration_seconds = 2.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterConfig]:
-    path = tmp_path_factory.mktemp("faults") / "cluster.toml"
-    path.write_text(local_cluster_toml("faults", free_ports(8), ACCOUNTS, PBFT) + SCHEDULED)
-    cfg = load_config(path)
-    launcher.up(cfg, timeout_s=30)
-    try:
+    directory = tmp_path_factory.mktemp("faults")
+    with live_cluster(directory, "faults", ACCOUNTS, PBFT, SCHEDULED) as cfg:
         yield cfg
-    finally:
-        launcher.down(cfg)
 
 
 def cli(cfg: ClusterConfig, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,15 +15,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from livecluster import live_cluster
 
 from consensus.pbft.messages import Commit, Prepare, PrePrepare
 from ledger.encoding import decode_any
 from ledger.tx import transfer
 from node import launcher
 from node.accounts import account_key
-from node.bench import free_ports
 from node.bootstrap import load_genesis
-from node.config import ClusterConfig, load_config, local_cluster_toml
+from node.config import ClusterConfig
 from node.rpc.client import RpcClient, RpcUnavailable
 
 pytestmark = pytest.mark.e2e
@@ -39,14 +39,9 @@ PBFT = {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterConfig]:
-    path = tmp_path_factory.mktemp("recovery") / "cluster.toml"
-    path.write_text(local_cluster_toml("recovery", free_ports(8), ACCOUNTS, PBFT))
-    cfg = load_config(path)
-    launcher.up(cfg, timeout_s=30)
-    try:
+    directory = tmp_path_factory.mktemp("recovery")
+    with live_cluster(directory, "recovery", ACCOUNTS, PBFT) as cfg:
         yield cfg
-    finally:
-        launcher.down(cfg)
 
 
 async def status(cfg: ClusterConfig, node: str) -> dict[str, Any]:

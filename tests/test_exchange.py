@@ -3,6 +3,7 @@ money is conserved, and bad moves are refused with a reason and change nothing."
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,39 +56,31 @@ class Chain:
             self.nonces[key.address] += 1
         return reason
 
-    def offer(self, deposit_seller: int | None = None, table: list[int] | None = None) -> str:
-        reason = self.move(
-            SELLER,
-            "offer",
-            role="seller",
-            counterparty=BUYER.address,
-            item="a lamp",
-            price=100,
-            deposit_seller=DESIGN.deposit("seller") if deposit_seller is None else deposit_seller,
-            deposit_buyer=DESIGN.deposit("buyer"),
-            table=table or TABLE,
-            windows=[self.window] * 5,
-        )
-        return reason
+    def terms(self, **changes: object) -> dict[str, object]:
+        """The default offer of this test chain: the designed table, seller offering."""
+        terms: dict[str, object] = {
+            "role": "seller",
+            "counterparty": BUYER.address,
+            "item": "a lamp",
+            "price": 100,
+            "deposit_seller": DESIGN.deposit("seller"),
+            "deposit_buyer": DESIGN.deposit("buyer"),
+            "table": TABLE,
+            "windows": [self.window] * 5,
+        }
+        return terms | changes
 
-    def open(self) -> None:
+    def offer(self, **changes: object) -> str:
+        return self.move(SELLER, "offer", **self.terms(**changes))
+
+    def open(self, offerer: KeyPair = SELLER, accepter: KeyPair = BUYER, **changes: object) -> None:
+        """Offer and accept: the contract is then waiting for delivery."""
         self.cid = b""
-        offer = self.tx(
-            SELLER,
-            "offer",
-            role="seller",
-            counterparty=BUYER.address,
-            item="a lamp",
-            price=100,
-            deposit_seller=DESIGN.deposit("seller"),
-            deposit_buyer=DESIGN.deposit("buyer"),
-            table=TABLE,
-            windows=[self.window] * 5,
-        )
+        offer = self.tx(offerer, "offer", **self.terms(**changes))
         assert self.block(offer) == ["ok"]
-        self.nonces[SELLER.address] += 1
+        self.nonces[offerer.address] += 1
         self.cid = offer.tx_id
-        assert self.move(BUYER, "accept") == "ok"
+        assert self.move(accepter, "accept") == "ok"
 
     def idle(self, blocks: int) -> None:
         for _ in range(blocks):
@@ -113,54 +106,33 @@ def settled_as(c: Chain, state: str) -> None:
     assert c.state.total_supply() == 3 * START
 
 
-def test_honest_play_settles_redeemed_without_complaint() -> None:
+# Each ending: moves ("who:op") or "wait" (a window passes), and the final state reached.
+ENDINGS = {
+    "honest": (["S:deliver", "B:redeem", "B:no_complaint", "S:deny_fault"], "RNN"),
+    "low quality, complaint admitted": (
+        ["S:deliver", "B:refund", "B:complain", "S:admit_fault"],
+        "XCF",
+    ),
+    "unjustified complaint not admitted": (["S:deliver", "B:redeem", "B:complain", "wait"], "RCN"),
+    "everything expires after delivery": (["S:deliver", "wait", "wait", "wait"], "XNN"),
+    "seller never delivers": (["wait", "B:refund", "B:complain", "S:admit_fault"], "XCF"),
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_every_ending_pays_exactly_its_row_of_the_table(ending: str) -> None:
     c = Chain()
     c.open()
-    assert c.move(SELLER, "deliver") == "ok"
-    assert c.move(BUYER, "redeem") == "ok"
-    assert c.move(BUYER, "no_complaint") == "ok"
-    assert c.move(SELLER, "deny_fault") == "ok"
-    settled_as(c, "RNN")
-
-
-def test_low_quality_complaint_and_admission() -> None:
-    c = Chain()
-    c.open()
-    assert c.move(SELLER, "deliver") == "ok"
-    assert c.move(BUYER, "refund") == "ok"
-    assert c.move(BUYER, "complain") == "ok"
-    assert c.move(SELLER, "admit_fault") == "ok"
-    settled_as(c, "XCF")
-
-
-def test_unjustified_complaint_not_admitted() -> None:
-    c = Chain()
-    c.open()
-    assert c.move(SELLER, "deliver") == "ok"
-    assert c.move(BUYER, "redeem") == "ok"
-    assert c.move(BUYER, "complain") == "ok"
-    c.idle(WINDOW + 1)  # the seller lets the admission window pass: no admission
-    settled_as(c, "RCN")
-
-
-def test_everything_expires_after_delivery() -> None:
-    c = Chain()
-    c.open()
-    assert c.move(SELLER, "deliver") == "ok"
-    c.idle(3 * (WINDOW + 1))
-    settled_as(c, "XNN")
-    assert [m.by for m in c.exchange.history[-3:]] == ["deadline"] * 3
-
-
-def test_the_seller_never_delivers() -> None:
-    c = Chain()
-    c.open()
-    c.idle(WINDOW + 1)  # no delivery: the buyer's redeem window opens anyway
-    assert c.exchange.stage == "await_redeem"
-    assert c.move(BUYER, "refund") == "ok"
-    assert c.move(BUYER, "complain") == "ok"
-    assert c.move(SELLER, "admit_fault") == "ok"
-    settled_as(c, "XCF")
+    steps, final = ENDINGS[ending]
+    for step in steps:
+        if step == "wait":
+            c.idle(WINDOW + 1)  # the move is not made: its default applies
+            continue
+        who, op = step.split(":")
+        assert c.move(SELLER if who == "S" else BUYER, op) == "ok", step
+    settled_as(c, final)
+    defaults = [m for m in c.exchange.history if m.by == "deadline"]
+    assert len(defaults) == steps.count("wait")
 
 
 def test_an_offer_nobody_accepts_is_cancelled_and_refunded() -> None:
@@ -252,18 +224,7 @@ def test_any_sequence_of_moves_conserves_money_and_pays_a_table_row(
 
 def test_the_buyer_can_offer_and_the_seller_accept() -> None:
     c = Chain()
-    offer = c.tx(
-        BUYER,
-        "offer",
-        role="buyer",
-        counterparty=SELLER.address,
-        item="a lamp",
-        price=100,
-        deposit_seller=DESIGN.deposit("seller"),
-        deposit_buyer=DESIGN.deposit("buyer"),
-        table=TABLE,
-        windows=[WINDOW] * 5,
-    )
+    offer = c.tx(BUYER, "offer", **c.terms(role="buyer", counterparty=SELLER.address))
     assert c.block(offer) == ["ok"]
     c.nonces[BUYER.address] += 1
     c.cid = offer.tx_id

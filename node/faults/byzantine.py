@@ -76,9 +76,12 @@ def alternative(batch: Batch) -> Batch:
     return dataclasses.replace(batch, proposed_ms=batch.proposed_ms + 1)
 
 
-class Equivocate(Behaviour):
-    """As primary: one pre-prepare (and commit) to half the backups, a conflicting one to the
-    other half; colluders get both."""
+class Split(Behaviour):
+    """Sends what the honest replica broadcasts to half of the honest peers, and a conflicting
+    version (`twin`) to the other half; colluders, who are in on it, get both."""
+
+    def twin(self, ctx: Context, msg: Struct) -> Struct | None:
+        raise NotImplementedError
 
     def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
         colluders = set(filter(None, str(self.spec.param("colluders")).split(",")))
@@ -86,16 +89,19 @@ class Equivocate(Behaviour):
         out: list[RawAction] = []
         for action in actions:
             msg = _outgoing(action)
-            twin = self._twin(ctx, msg) if isinstance(action, Broadcast) else None
-            if twin is None:
+            twin = self.twin(ctx, msg) if isinstance(action, Broadcast) and msg else None
+            if twin is None or msg is None:
                 out.append(action)
                 continue
-            assert msg is not None
             out += [Send(p, msg) for p in first + sorted(colluders)]
             out += [Send(p, twin) for p in second + sorted(colluders)]
         return out
 
-    def _twin(self, ctx: Context, msg: Struct | None) -> Struct | None:
+
+class Equivocate(Split):
+    """As primary: conflicting pre-prepares (and commits) to the two halves."""
+
+    def twin(self, ctx: Context, msg: Struct) -> Struct | None:
         r = ctx.replica
         if isinstance(msg, PrePrepare) and msg.batch is not None and r.is_primary:
             alt = alternative(msg.batch)
@@ -105,22 +111,12 @@ class Equivocate(Behaviour):
         return None
 
 
-class DoubleVote(Behaviour):
-    """Prepares and commits for one digest to half the replicas, another digest to the rest
-    (the equivocating primary's alternative when colluding, otherwise a made-up one)."""
+class DoubleVote(Split):
+    """Prepares and commits for one digest to one half, another digest to the other (the
+    equivocating primary's alternative when colluding, otherwise a made-up one)."""
 
-    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
-        colluders = set(filter(None, str(self.spec.param("colluders")).split(",")))
-        first, second = ctx.halves(colluders)
-        out: list[RawAction] = []
-        for action in actions:
-            msg = _outgoing(action)
-            if isinstance(action, Broadcast) and isinstance(msg, Prepare | Commit):
-                out += [Send(p, msg) for p in first + sorted(colluders)]
-                out += [Send(p, _conflicting_vote(ctx, msg)) for p in second + sorted(colluders)]
-            else:
-                out.append(action)
-        return out
+    def twin(self, ctx: Context, msg: Struct) -> Struct | None:
+        return _conflicting_vote(ctx, msg) if isinstance(msg, Prepare | Commit) else None
 
 
 def _conflicting_vote(ctx: Context, vote: Prepare | Commit) -> Prepare | Commit:
