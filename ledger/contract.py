@@ -9,7 +9,7 @@ ContractError, which fails the tx with that reason and changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,11 +38,18 @@ class ContractRecord(Struct):
     active: bool
 
 
+def _no_balance(address: bytes) -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class Context:
     height: int
     sender: bytes  # address; empty for a deadline passing
     tx_id: bytes
+    # Read-only view of the balances before this call, for engines that pay from a balance
+    # when it suffices (a debit the balance cannot cover fails the whole tx).
+    balance: Callable[[bytes], int] = _no_balance
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,10 @@ class Tag(IntEnum):
     EXCHANGE = 0x0E
     CONTRACT_MOVE = 0x0F
     HELLO = 0x20
+    RISK_SHARING = 0x21
+    RISK_SCHEDULE = 0x22
+    RISK_LOTTERY = 0x23
+    RISK_EVENT = 0x24
 
 
 SIGNING_BIT = 0x80  # a struct's signing bytes use its tag | 0x80, so they never equal an encoding

@@ -92,6 +92,9 @@ class _Working:
     def account(self, address: bytes) -> Account:
         return self.accounts.get(address) or Account(address, 0, 0)
 
+    def balance(self, address: bytes) -> int:
+        return self.account(address).balance
+
     def add(self, address: bytes, amount: int, bump_nonce: bool = False) -> None:
         a = self.account(address)
         self.accounts[address] = Account(address, a.balance + amount, a.nonce + bump_nonce)
@@ -135,7 +138,7 @@ class _Working:
         if p["id"] and record is None:
             return "unknown_contract"
         try:
-            ctx = Context(self.height, tx.sender_address, tx.tx_id)
+            ctx = Context(self.height, tx.sender_address, tx.tx_id, self.balance)
             effect = engine.apply(record, p["op"], p["args"], ctx)
         except ContractError as e:
             return e.reason
@@ -148,7 +151,7 @@ class _Working:
             engine = ENGINES.get(record.engine)
             due = engine.deadline(record) if engine else None
             while engine and record.active and due is not None and due <= self.height:
-                effect = engine.on_deadline(record, Context(self.height, b"", b""))
+                effect = engine.on_deadline(record, Context(self.height, b"", b"", self.balance))
                 self.settle(record, cid, engine.name, effect)
                 record = self.contracts[cid]
                 due = engine.deadline(record)

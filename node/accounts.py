@@ -15,12 +15,20 @@ def account_key(cfg: ClusterConfig, name: str) -> KeyPair:
     return load_key(path)
 
 
+def signer_key(cfg: ClusterConfig, name: str) -> KeyPair:
+    """An account's key, or a member node's (members sign as auditors, for instance)."""
+    if name in cfg.node_ids():
+        return load_key(cfg.node_key_path(name))
+    return account_key(cfg, name)
+
+
 def resolve_address(cfg: ClusterConfig, name_or_address: str) -> bytes:
-    """A 40-hex-digit address, or the name of an account whose key is in data_dir."""
+    """A 40-hex-digit address, a member node's id, or the name of an account whose key is in
+    data_dir."""
     text = name_or_address.removeprefix("0x")
     if len(text) == 2 * ADDRESS_SIZE:
         try:
             return bytes.fromhex(text)
         except ValueError:
             pass
-    return account_key(cfg, name_or_address).address
+    return signer_key(cfg, name_or_address).address

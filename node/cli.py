@@ -222,6 +222,10 @@ def cmd_sim(args: argparse.Namespace, cfg: ClusterConfig | None) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    if args.bench == "risk-design":
+        from node.designbench import run_design_bench
+
+        return run_design_bench(args)
     from node.bench import run_pbft_bench
 
     return run_pbft_bench(args)
@@ -310,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     bp = b.add_parser("pbft", help="PBFT throughput and latency with real processes")
     bp.set_defaults(fn=cmd_bench)
     add_pbft_arguments(bp)
+    from node.designbench import add_design_bench_arguments
+
+    bd = b.add_parser("risk-design", help="time to design a multiperiod risk-sharing program")
+    bd.set_defaults(fn=cmd_bench)
+    add_design_bench_arguments(bd)
     return p
 
 

@@ -14,11 +14,10 @@ from rich.console import Console
 
 from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
-from ledger.tx import contract_call
-from node.accounts import account_key, resolve_address
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig, ConfigError
-from node.rpc.client import RpcClient
+from node.accounts import resolve_address
+from node.config import ClusterConfig
+from node.contractcalls import call, contract_id, show
+from node.riskcmd import add_risk_arguments, cmd_risk
 
 console = Console() if sys.stdout.isatty() else Console(width=120)
 MOVES = [
@@ -34,8 +33,9 @@ MOVES = [
 
 
 def add_contract_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("contract", help="contracts on the ledger (the exchange mechanism)")
+    p = sub.add_parser("contract", help="contracts on the ledger: exchange, risk-sharing")
     engines = p.add_subparsers(dest="engine", required=True, metavar="ENGINE")
+    add_risk_arguments(engines, common)
     ex = engines.add_parser("exchange", help="the core exchange mechanism")
     ops = ex.add_subparsers(dest="op", required=True, metavar="OP")
     offer = ops.add_parser("offer", parents=[common], help="offer an exchange (designs its table)")
@@ -97,25 +97,15 @@ def offer_args(cfg: ClusterConfig, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def call(
-    cfg: ClusterConfig, url: str, sender: str, op: str, cid: bytes, args: dict[str, Any]
-) -> dict[str, Any]:
-    key = account_key(cfg, sender)
-    chain = load_genesis(cfg).chain_id
-    async with RpcClient(url, timeout=60) as client:
-        nonce = (await client.call("get_account", address=key.address.hex()))["next_nonce"]
-        tx = contract_call(key, chain, nonce, "exchange", op, cid, args)
-        result: dict[str, Any] = await client.call("submit_tx", tx=tx.encode().hex(), wait="commit")
-        return result
-
-
 def cmd_contract(args: argparse.Namespace, cfg: ClusterConfig) -> int:
     url = cfg.node(args.node).rpc_url if args.node else cfg.nodes[0].rpc_url
+    if args.engine == "risk-sharing":
+        return cmd_risk(args, cfg, url)
     if args.op == "show":
-        result = asyncio.run(_show(url, args.id))
+        result = asyncio.run(show(url, args.id))
     else:
         op = args.op.replace("-", "_")
-        cid = b"" if op == "offer" else _contract_id(args.id)
+        cid = b"" if op == "offer" else contract_id(args.id)
         extra = offer_args(cfg, args) if op == "offer" else {}
         result = asyncio.run(call(cfg, url, args.sender, op, cid, extra))
         if op == "offer":
@@ -147,19 +137,3 @@ def render(op: str, r: dict[str, Any]) -> None:
             f"  height {m['height']}: {m['by']} {m['op']}"
             + (f" (tx {m['tx_id'][:16]})" if m["tx_id"] else "")
         )
-
-
-async def _show(url: str, cid: str) -> dict[str, Any]:
-    async with RpcClient(url) as client:
-        result: dict[str, Any] = await client.call("get_contract", id=cid)
-        return result
-
-
-def _contract_id(text: str) -> bytes:
-    try:
-        cid = bytes.fromhex(text)
-    except ValueError:
-        cid = b""
-    if len(cid) != 32:
-        raise ConfigError(f"--id must be the 64-hex-digit contract id, got {text!r}")
-    return cid

@@ -18,6 +18,7 @@ from node.accounts import account_key
 from node.bootstrap import load_genesis
 from node.cli import all_status, render_status
 from node.config import ClusterConfig
+from node.riskdemo import risk_sharing
 from node.rpc.client import RpcClient
 from node.rpc.jsonrpc import RpcError
 from node.verify import verify_node
@@ -61,7 +62,8 @@ async def _demo(cfg: ClusterConfig, per_account: int) -> bool:
         console.print(f"verify {r.node_id}: {mark} to height {r.height}, supply {r.total_supply}")
     supply_ok = all(r.total_supply == sum(cfg.accounts.values()) for r in reports)
     exchanges_ok = await exchanges(cfg)
-    return agree and supply_ok and all(r.ok for r in reports) and exchanges_ok
+    risk_ok = await risk_sharing(cfg)
+    return agree and supply_ok and all(r.ok for r in reports) and exchanges_ok and risk_ok
 
 
 PLAYS = {

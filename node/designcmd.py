@@ -195,6 +195,15 @@ def design_risk_sharing(args: argparse.Namespace) -> int:
         "binding": d.binding,
         "history_dependent": dependent,
         "verified": d.verified,
+        # what `tally contract risk-sharing create --design FILE` reads (in design units)
+        "schedule": {
+            "incomes": problem.incomes,
+            "transfers": problem.transfers,
+            "resolution": d.resolution,
+            "horizon": problem.periods,
+            "lotteries": [[t, list(h), a, w] for (t, h, a), w in sorted(d.weights.items())],
+        },
+        "audit_cost": problem.audit_cost,
     }
     if args.json:
         print(json.dumps(out, indent=2))

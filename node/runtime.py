@@ -226,7 +226,9 @@ class NodeRuntime:
         record = state.contracts.get(p["id"]) if p["id"] else None
         if p["id"] and record is None:
             raise ContractRejected("unknown_contract", f"no contract {p['id'].hex()}")
-        ctx = Context(self.store.height + 1, tx.sender_address, tx.tx_id)
+        ctx = Context(
+            self.store.height + 1, tx.sender_address, tx.tx_id, lambda a: state.account(a).balance
+        )
         try:
             effect = engine.apply(record, p["op"], p["args"], ctx)
         except ContractError as e:

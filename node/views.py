@@ -7,6 +7,8 @@ from typing import Any
 from consensus.pbft.messages import CommitCertificate
 from contracts.design.exchange import STATES
 from contracts.exchange import WINDOWS, Exchange
+from contracts.risk_sharing import engine as risk
+from contracts.risk_sharing.schedule import schedule_args
 from ledger.block import Block, Member
 from ledger.contract import ContractRecord
 from ledger.encoding import DecodeError, decode_any
@@ -85,6 +87,13 @@ def describe_vote(raw: bytes) -> dict[str, Any]:
 
 
 def contract_view(record: ContractRecord, height: int) -> dict[str, Any]:
+    """A contract of any engine: its terms, where it stands, and its whole history."""
+    if record.engine == risk.NAME:
+        return risk_view(record, height)
+    return exchange_view(record, height)
+
+
+def exchange_view(record: ContractRecord, height: int) -> dict[str, Any]:
     """An exchange contract: parties, terms, the table, where it stands, and every move."""
     ex = Exchange.decode(record.data)
     rows = [
@@ -114,3 +123,59 @@ def contract_view(record: ContractRecord, height: int) -> dict[str, Any]:
             for m in ex.history
         ],
     }
+
+
+def risk_view(record: ContractRecord, height: int) -> dict[str, Any]:
+    """A risk-sharing contract: parties, schedule, collateral, the period under way, and the
+    history of commitments, reports, reveals, draws, audits and payments."""
+    rs = risk.RiskSharing.decode(record.data)
+    incomes = rs.schedule.incomes
+    return {
+        "id": record.contract_id.hex(),
+        "engine": record.engine,
+        "active": record.active,
+        "escrow": record.escrow,
+        "agent1": rs.agent1.hex(),
+        "agent2": rs.agent2.hex(),
+        "auditor": rs.auditor.hex(),
+        "schedule": schedule_args(rs.schedule),
+        "periods": rs.periods,
+        "windows": dict(zip(risk.WINDOWS, rs.windows, strict=True)),
+        "penalty": rs.penalty,
+        "audit_fee": rs.audit_fee,
+        "required_collateral": {r: rs.required(r) for r in risk.ROLES},
+        "collateral": dict(zip(risk.ROLES, rs.collateral, strict=True)),
+        "period": rs.period,
+        "stage": rs.stage,
+        "deadline": rs.deadline if record.active else None,
+        "height": height,
+        "reports": [incomes[i] for i in rs.reports],
+        "committed": dict(zip(risk.ROLES, (bool(c) for c in rs.commitments), strict=True)),
+        "revealed": dict(zip(risk.ROLES, (bool(s) for s in rs.secrets), strict=True)),
+        "history": [_risk_event(e, incomes) for e in rs.history],
+    }
+
+
+def _risk_event(e: risk.RiskEvent, incomes: tuple[int, ...]) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "height": e.height,
+        "period": e.period,
+        "kind": e.kind,
+        "by": e.by,
+        "tx_id": e.tx_id.hex() or None,
+    }
+    if e.kind in ("report", "audit"):
+        view["income"] = incomes[e.amount]
+    elif e.kind == "draw":
+        view |= {"u": e.amount, "outcome": e.note}
+    elif e.kind == "transfer":
+        view |= {"transfer": e.amount, "paid_from": e.note}
+    elif e.kind in ("deposit", "penalty", "fee", "refund"):
+        view["amount"] = e.amount
+        if e.note:
+            view["paid_from"] = e.note
+    elif e.kind in ("commit", "reveal"):
+        view["commitment" if e.kind == "commit" else "secret"] = e.data.hex()
+    elif e.note:
+        view["note"] = e.note
+    return view

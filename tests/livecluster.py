@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,3 +32,12 @@ def live_cluster(
         yield cfg
     finally:
         launcher.down(cfg)
+
+
+def kill9(cfg: ClusterConfig, node: str) -> None:
+    """SIGKILL one node and wait until it is gone."""
+    pid = launcher.running_pid(cfg, node)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    while launcher.running_pid(cfg, node) is not None:
+        time.sleep(0.02)

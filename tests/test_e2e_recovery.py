@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from livecluster import live_cluster
+from livecluster import kill9, live_cluster
 
 from consensus.pbft.messages import Commit, Prepare, PrePrepare
 from ledger.encoding import decode_any
@@ -61,14 +59,6 @@ async def wait_for(cfg: ClusterConfig, node: str, pred: Any, timeout: float = 60
             st = {}
         assert time.monotonic() < deadline, f"timed out waiting on {node}: {st}"
         await asyncio.sleep(0.1)
-
-
-def kill9(cfg: ClusterConfig, node: str) -> None:
-    pid = launcher.running_pid(cfg, node)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    while launcher.running_pid(cfg, node) is not None:
-        time.sleep(0.02)
 
 
 class Sender:

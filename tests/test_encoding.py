@@ -30,6 +30,7 @@ from consensus.pbft.messages import (
     ViewChange,
 )
 from contracts.exchange import Exchange, ExchangeMove
+from contracts.risk_sharing import Lottery, RiskEvent, RiskSharing, Schedule
 from ledger.block import Batch, BatchHeader, Block, BlockHeader, Genesis, Member, tx_root
 from ledger.contract import ContractRecord
 from ledger.crypto import KeyPair, address_of, verify
@@ -279,6 +280,29 @@ EXCHANGES = st.builds(
     st.booleans(),
     st.lists(EXCHANGE_MOVES, max_size=2).map(tuple),
 )
+LOTTERIES = st.builds(Lottery, INTS, tuples(INTS), INTS, tuples(INTS))
+SCHEDULES = st.builds(Schedule, tuples(INTS), tuples(INTS), INTS, INTS, tuples(LOTTERIES, 2))
+RISK_EVENTS = st.builds(RiskEvent, INTS, INTS, TEXT, TEXT, BYTES, INTS, BYTES, TEXT)
+RISK_SHARINGS = st.builds(
+    RiskSharing,
+    BYTES,
+    BYTES,
+    BYTES,
+    SCHEDULES,
+    INTS,
+    tuples(INTS, 5),
+    INTS,
+    INTS,
+    tuples(INTS, 2),
+    INTS,
+    TEXT,
+    INTS,
+    tuples(BYTES, 2),
+    tuples(BYTES, 2),
+    tuples(INTS),
+    INTS,
+    tuples(RISK_EVENTS, 2),
+)
 CHECKPOINTS = st.builds(Checkpoint, INTS, BYTES, BYTES, INTS, BYTES)
 # View changes nest pre-prepares, batches and txs: keep the inner lists short.
 PREPARED_CERTS = st.builds(
@@ -326,6 +350,10 @@ ROUND_TRIP_CASES: list[tuple[type[Struct], st.SearchStrategy[Any]]] = [
     (ContractRecord, CONTRACT_RECORDS),
     (ExchangeMove, EXCHANGE_MOVES),
     (Exchange, EXCHANGES),
+    (Lottery, LOTTERIES),
+    (Schedule, SCHEDULES),
+    (RiskEvent, RISK_EVENTS),
+    (RiskSharing, RISK_SHARINGS),
 ]
 
 

@@ -3,13 +3,17 @@ benchmark, the cost of private information, history dependence, and audits."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from contracts.design.risk import RiskProblem, Utility, build, design_risk, violated
+from contracts.risk_sharing.schedule import schedule_from_design
+from node.riskcmd import load_schedule
 
 U = Utility.parse("crra:1.5")
 GRID = tuple(-2 + 0.5 * k for k in range(9))  # 9 transfers
@@ -126,3 +130,28 @@ def test_cli_design_risk_sharing_json() -> None:
     assert len(r["lotteries"]) == 3 + 9
     assert all(sum(lot["weights"]) == r["resolution"] for lot in r["lotteries"])
     assert r["history_dependent"] is True
+
+
+def test_a_design_file_becomes_the_schedule_a_contract_is_created_with(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "node.cli", "design", "risk-sharing", "--transfers=-2:2:0.5"]
+    out = subprocess.run([*cmd, "--audit-cost", "1", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "design.json"
+    path.write_text(out.stdout)
+    args = argparse.Namespace(design=str(path), unit=100, audit_cost=None)
+    schedule, cost = load_schedule(args)
+    direct = schedule_from_design(design_risk(RiskProblem(**BASE, audit_cost=1.0)), 100)  # type: ignore[arg-type]
+    assert schedule == direct and cost == 1.0
+    assert schedule.audits and schedule.transfers == tuple(range(-200, 201, 50))
+
+
+def test_bench_risk_design_reports_its_figures(tmp_path: Path) -> None:
+    out_file = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "node.cli", "bench", "risk-design", "--periods", "2"]
+    out = subprocess.run(
+        [*cmd, "--repeat", "1", "--json", "--out", str(out_file)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r == json.loads(out_file.read_text())
+    assert r["lotteries"] == 3 + 9 and r["verified"] is True and r["seconds_median"] > 0

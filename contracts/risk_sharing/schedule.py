@@ -1,0 +1,244 @@
+"""A designed risk-sharing schedule as ledger data: integer lotteries over integer transfers.
+
+The designer (`contracts.design.risk`) solves a linear program over lotteries and
+rounds it to integer weights; this module holds the result in the form a
+contract instance is created with, checks that it is well formed, and maps a
+uniform draw in [0, resolution) to an outcome.
+
+A lottery is keyed by (period within the horizon, the reports of this round so
+far with the current one last, audit outcome): audit 0 is "not audited"; audit
+1 + i is "audited, and the true income is incomes[i]".  For a report with
+audits, the unaudited weights and the audited weights for any one true income
+sum to the resolution together, and every true income's audited weights have
+the same total A: the audit happens with probability A / resolution whatever
+the truth, as Program 9 requires.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ledger.contract import ContractError
+from ledger.encoding import MAX_INT, Struct, Tag
+
+if TYPE_CHECKING:
+    from contracts.design.risk import RiskDesign
+
+MAX_INCOMES = 16
+MAX_TRANSFERS = 64
+MAX_LOTTERIES = 1024
+MAX_RESOLUTION = 10**12
+
+Key = tuple[int, tuple[int, ...], int]  # (period, reports, audit)
+
+
+@dataclass(frozen=True)
+class Lottery(Struct):
+    TAG = Tag.RISK_LOTTERY
+    period: int  # 1..horizon
+    reports: tuple[int, ...]  # income indices reported this round, the current one last
+    audit: int  # 0: not audited; 1 + i: audited, true income i
+    weights: tuple[int, ...]  # one per transfer
+
+    @property
+    def key(self) -> Key:
+        return (self.period, self.reports, self.audit)
+
+
+@dataclass(frozen=True)
+class Schedule(Struct):
+    TAG = Tag.RISK_SCHEDULE
+    incomes: tuple[int, ...]  # in ledger units, for display: reports are indices into this
+    transfers: tuple[int, ...]  # from agent 1 to agent 2, ledger units (negative: 2 pays 1)
+    resolution: int  # every lottery's weights sum to this
+    horizon: int  # periods of the design; a longer contract renews it (round after round)
+    lotteries: tuple[Lottery, ...]
+
+    @cached_property
+    def table(self) -> dict[Key, tuple[int, ...]]:
+        return {lot.key: lot.weights for lot in self.lotteries}
+
+    def audit_weight(self, period: int, reports: tuple[int, ...]) -> int:
+        """A: out of `resolution`, how often the report `reports[-1]` is audited."""
+        audited = self.table.get((period, reports, 1 + reports[-1]))
+        return sum(audited) if audited else 0
+
+    @property
+    def audits(self) -> bool:
+        return any(lot.audit for lot in self.lotteries)
+
+    def outcome(self, period: int, reports: tuple[int, ...], u: int) -> int | None:
+        """The transfer index for a draw u in [0, resolution); None when u calls an audit
+        (the first A values do)."""
+        a = self.audit_weight(period, reports)
+        if u < a:
+            return None
+        return _pick(self.table[(period, reports, 0)], u - a)
+
+    def audited_outcome(self, period: int, reports: tuple[int, ...], true: int, u: int) -> int:
+        """The transfer index after an audit found income `true`, for the same draw u < A."""
+        return _pick(self.table[(period, reports, 1 + true)], u)
+
+    def max_payment(self, agent: int) -> int:
+        """The most one period's transfer can take from agent 1 or agent 2."""
+        worst = max(self.transfers) if agent == 1 else -min(self.transfers)
+        return max(worst, 0)
+
+    def spread(self) -> int:
+        return max(self.transfers) - min(self.transfers)
+
+    def check(self) -> None:
+        """Raise ContractError("bad_schedule") unless every lottery the contract can need
+        exists and sums exactly, and nothing else is there."""
+        n, m = len(self.incomes), len(self.transfers)
+        if not 2 <= n <= MAX_INCOMES or not 1 <= m <= MAX_TRANSFERS:
+            _bad(f"need 2..{MAX_INCOMES} incomes and 1..{MAX_TRANSFERS} transfers")
+        if len(set(self.incomes)) != n:
+            _bad("incomes must differ")
+        if not 1 <= self.resolution <= MAX_RESOLUTION:
+            _bad(f"resolution must be 1..{MAX_RESOLUTION}")
+        if self.horizon < 1 or sum(n**t for t in range(1, self.horizon + 1)) > MAX_LOTTERIES:
+            _bad(f"horizon must be at least 1 with at most {MAX_LOTTERIES} report histories")
+        if len(self.table) != len(self.lotteries):
+            _bad("two lotteries have the same (period, reports, audit)")
+        expected = 0
+        for t in range(1, self.horizon + 1):
+            for reports in itertools.product(range(n), repeat=t):
+                expected += self._check_report(t, reports)
+        if expected != len(self.lotteries):
+            _bad("a lottery is keyed by a period, report history or audit that cannot happen")
+
+    def _check_report(self, t: int, reports: tuple[int, ...]) -> int:
+        """Check the lotteries for one reported history; return how many there are."""
+        n, m = len(self.incomes), len(self.transfers)
+        plain = self.table.get((t, reports, 0))
+        audited = [self.table.get((t, reports, 1 + i)) for i in range(n)]
+        where = f"period {t} reports {list(reports)}"
+        if plain is None:
+            _bad(f"no lottery for {where}")
+        present = [w for w in audited if w is not None]
+        if present and len(present) != n:
+            _bad(f"{where}: audited lotteries must exist for every true income or none")
+        for w in (plain, *present):
+            if len(w) != m or any(type(x) is not int or x < 0 for x in w):
+                _bad(f"{where}: weights must be {m} non-negative integers")
+        a = sum(present[0]) if present else 0
+        if any(sum(w) != a for w in present) or sum(plain) + a != self.resolution:
+            _bad(f"{where}: weights must sum to the resolution {self.resolution}")
+        return 1 + len(present)
+
+
+def _pick(weights: tuple[int, ...], u: int) -> int:
+    for j, w in enumerate(weights):
+        if u < w:
+            return j
+        u -= w
+    raise ContractError("bad_schedule", "draw beyond the lottery's weights")
+
+
+def _bad(message: str) -> NoReturn:
+    raise ContractError("bad_schedule", message)
+
+
+def schedule_from_args(value: Any) -> Schedule:
+    """The schedule as it travels in a `create` call: a map of plain values."""
+    if not isinstance(value, Mapping) or set(value) != {
+        "incomes",
+        "transfers",
+        "resolution",
+        "horizon",
+        "lotteries",
+    }:
+        _bad("'schedule' must map incomes, transfers, resolution, horizon and lotteries")
+    lotteries = []
+    for item in _ints_list(value["lotteries"], "lotteries", nested=True):
+        if not isinstance(item, list) or len(item) != 4:
+            _bad("each lottery must be [period, [reports...], audit, [weights...]]")
+        period, reports, audit, weights = item
+        lotteries.append(
+            Lottery(
+                _int(period, "period"),
+                tuple(_ints_list(reports, "reports")),
+                _int(audit, "audit"),
+                tuple(_ints_list(weights, "weights")),
+            )
+        )
+    if len(lotteries) > MAX_LOTTERIES:
+        _bad(f"at most {MAX_LOTTERIES} lotteries")
+    schedule = Schedule(
+        tuple(_ints_list(value["incomes"], "incomes")),
+        tuple(_ints_list(value["transfers"], "transfers")),
+        _int(value["resolution"], "resolution"),
+        _int(value["horizon"], "horizon"),
+        tuple(lotteries),
+    )
+    schedule.check()
+    return schedule
+
+
+def schedule_args(schedule: Schedule) -> dict[str, Any]:
+    """The inverse of `schedule_from_args`."""
+    return {
+        "incomes": list(schedule.incomes),
+        "transfers": list(schedule.transfers),
+        "resolution": schedule.resolution,
+        "horizon": schedule.horizon,
+        "lotteries": [
+            [lot.period, list(lot.reports), lot.audit, list(lot.weights)]
+            for lot in schedule.lotteries
+        ],
+    }
+
+
+def schedule_from_design(design: RiskDesign, unit: int) -> Schedule:
+    """A designed program as ledger data: incomes and transfers in ledger units (`unit`
+    per unit of the design's grid), the rounded lottery weights as they are."""
+    problem = design.problem
+    lotteries = [(t, h, a, w) for (t, h, a), w in sorted(design.weights.items())]
+    return scaled_schedule(
+        problem.incomes, problem.transfers, design.resolution, problem.periods, lotteries, unit
+    )
+
+
+def scaled_schedule(
+    incomes: Sequence[float],
+    transfers: Sequence[float],
+    resolution: int,
+    horizon: int,
+    lotteries: Sequence[tuple[int, Sequence[int], int, Sequence[int]]],
+    unit: int,
+) -> Schedule:
+    """A schedule from the designer's grid (in its own units), checked."""
+    schedule = Schedule(
+        _scaled(incomes, unit, "income"),
+        _scaled(transfers, unit, "transfer"),
+        resolution,
+        horizon,
+        tuple(Lottery(t, tuple(h), a, tuple(w)) for t, h, a, w in lotteries),
+    )
+    schedule.check()
+    return schedule
+
+
+def _scaled(values: Sequence[float], unit: int, what: str) -> tuple[int, ...]:
+    out = tuple(round(v * unit) for v in values)
+    for v, scaled in zip(values, out, strict=True):
+        if abs(v * unit - scaled) > 1e-6:
+            raise ValueError(f"{what} {v:g} is not a whole number of ledger units at unit {unit}")
+    return out
+
+
+def _int(v: Any, name: str) -> int:
+    if type(v) is not int or abs(v) > MAX_INT // 1024:
+        _bad(f"{name!r} must be an integer")
+    return int(v)
+
+
+def _ints_list(v: Any, name: str, nested: bool = False) -> list[Any]:
+    if not isinstance(v, list) or (not nested and any(type(x) is not int for x in v)):
+        _bad(f"{name!r} must be a list of integers")
+    return list(v)

@@ -1,0 +1,46 @@
+"""Signed contract calls and contract views over RPC, shared by the `tally contract` commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.tx import contract_call
+from node.accounts import signer_key
+from node.bootstrap import load_genesis
+from node.config import ClusterConfig, ConfigError
+from node.rpc.client import RpcClient
+
+
+async def call(
+    cfg: ClusterConfig,
+    url: str,
+    sender: str,
+    op: str,
+    cid: bytes,
+    args: dict[str, Any],
+    engine: str = "exchange",
+) -> dict[str, Any]:
+    """Sign a contract call as `sender` (an account, or a member node) and wait for it."""
+    key = signer_key(cfg, sender)
+    chain = load_genesis(cfg).chain_id
+    async with RpcClient(url, timeout=60) as client:
+        nonce = (await client.call("get_account", address=key.address.hex()))["next_nonce"]
+        tx = contract_call(key, chain, nonce, engine, op, cid, args)
+        result: dict[str, Any] = await client.call("submit_tx", tx=tx.encode().hex(), wait="commit")
+        return result
+
+
+async def show(url: str, cid: str) -> dict[str, Any]:
+    async with RpcClient(url) as client:
+        result: dict[str, Any] = await client.call("get_contract", id=cid)
+        return result
+
+
+def contract_id(text: str) -> bytes:
+    try:
+        cid = bytes.fromhex(text)
+    except ValueError:
+        cid = b""
+    if len(cid) != 32:
+        raise ConfigError(f"--id must be the 64-hex-digit contract id, got {text!r}")
+    return cid
