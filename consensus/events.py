@@ -36,7 +36,15 @@ class TimerFired:
     name: str
 
 
-Event = MessageReceived | ClientTx | TimerFired
+@dataclass(frozen=True)
+class BlockMined:
+    """The miner found `nonce` for mining job `job` (proof of work)."""
+
+    job: int
+    nonce: int
+
+
+Event = MessageReceived | ClientTx | TimerFired | BlockMined
 
 
 @dataclass(frozen=True)
@@ -104,4 +112,34 @@ class Evidence:
     b: Struct
 
 
-Action = Send | Broadcast | SetTimer | CancelTimer | CommitBlock | Persist | PruneLog | Evidence
+@dataclass(frozen=True)
+class Mine:
+    """Search nonces for this work prefix until one meets `target`; a new job replaces it."""
+
+    job: int
+    prefix: bytes
+    target: int
+
+
+@dataclass(frozen=True)
+class SwitchChain:
+    """A reorganisation: drop the blocks above `fork_height` and store `blocks` (with their
+    receipts) in their place, ending in `state`, atomically."""
+
+    fork_height: int
+    blocks: tuple[tuple[Block, tuple[Receipt, ...]], ...]
+    state: State
+
+
+Action = (
+    Send
+    | Broadcast
+    | SetTimer
+    | CancelTimer
+    | CommitBlock
+    | Persist
+    | PruneLog
+    | Evidence
+    | Mine
+    | SwitchChain
+)

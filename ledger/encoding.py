@@ -62,6 +62,9 @@ class Tag(IntEnum):
     RISK_SCHEDULE = 0x22
     RISK_LOTTERY = 0x23
     RISK_EVENT = 0x24
+    POW_WORK = 0x25
+    POW_SEAL = 0x26
+    POW_TIP = 0x27
 
 
 SIGNING_BIT = 0x80  # a struct's signing bytes use its tag | 0x80, so they never equal an encoding

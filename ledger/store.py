@@ -122,6 +122,42 @@ class Store:
         self.state, self.last_header = state, block.header
         self.tx_count += len(block.txs)
 
+    def switch(
+        self,
+        fork_height: int,
+        blocks: Iterable[tuple[Block, tuple[Receipt, ...]]],
+        state: State,
+    ) -> None:
+        """A reorganisation, in one SQL transaction: drop the blocks above `fork_height`,
+        append `blocks` in their place, and make `state` (the state after the last of them)
+        the stored state.  A crash leaves either the old chain or the new one."""
+        blocks = list(blocks)
+        parent_row = self._db.execute(
+            "SELECT header FROM blocks WHERE height=?", (fork_height,)
+        ).fetchone()
+        if parent_row is None:
+            raise InvalidBlock(f"no stored block at fork height {fork_height}")
+        parent = BlockHeader.decode(bytes(parent_row[0]))
+        for block, _ in blocks:
+            check_successor(parent, block.header)
+            parent = block.header
+        if state.root() != parent.state_root:
+            raise InvalidBlock("the state after a reorganisation does not match its last block")
+        with self._transaction():
+            for table in ("blocks", "txs", "evidence"):
+                self._db.execute(f"DELETE FROM {table} WHERE height > ?", (fork_height,))
+            for block, receipts in blocks:
+                self._insert_block(block, receipts)
+            self._db.execute("DELETE FROM accounts")
+            self._db.execute("DELETE FROM contracts")
+            self._write_accounts(state.accounts.values())
+            self._db.executemany(
+                "INSERT INTO contracts VALUES (?, ?)",
+                [(c.contract_id, c.encode()) for c in state.contracts.values()],
+            )
+        self.state, self.last_header = state, parent
+        self.tx_count = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
+
     def _insert_block(self, block: Block, receipts: tuple[Receipt, ...]) -> None:
         h = block.height
         self._db.execute(

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from consensus.pbft.config import PbftConfig
+from consensus.pow.config import PowConfig
 from ledger.block import Genesis, Member
 from ledger.crypto import KeyPair
 from ledger.encoding import DecodeError
@@ -45,6 +46,10 @@ def load_genesis(cfg: ClusterConfig) -> Genesis:
 
 def pbft_config(cfg: ClusterConfig, genesis: Genesis) -> PbftConfig:
     return PbftConfig(genesis.chain_id, genesis.members, **vars(cfg.pbft))
+
+
+def pow_config(cfg: ClusterConfig, genesis: Genesis) -> PowConfig:
+    return PowConfig(genesis.chain_id, genesis.members, **vars(cfg.pow))
 
 
 def load_key(path: Path) -> KeyPair:

@@ -20,7 +20,7 @@ from rich.table import Table
 from ledger.tx import transfer
 from node import launcher
 from node.accounts import account_key, resolve_address
-from node.bootstrap import load_genesis
+from node.bootstrap import load_genesis, pow_config
 from node.config import ClusterConfig, ConfigError, load_config
 from node.contractcmd import add_contract_arguments, cmd_contract
 from node.designcmd import add_design_arguments, cmd_design
@@ -94,6 +94,9 @@ async def all_status(cfg: ClusterConfig) -> list[dict[str, Any]]:
 
 
 def render_status(rows: list[dict[str, Any]]) -> None:
+    if any(r.get("consensus_kind") == "pow" for r in rows):
+        render_pow_status(rows)
+        return
     table = Table(title="Tally cluster")
     cols = (
         "node",
@@ -122,6 +125,28 @@ def render_status(rows: list[dict[str, Any]]) -> None:
             r["primary"],
             str(r["stable_checkpoint"]),
             f"{r['low_watermark']}..{r['high_watermark']}",
+            r["last_block_hash"][:12],
+            str(r["txs_committed"]),
+            str(r["mempool"]),
+        )
+    console.print(table)
+
+
+def render_pow_status(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="Tally cluster (proof of work)")
+    cols = ("node", "height", "final", "difficulty", "bits", "last hash", "txs", "mempool")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("node", "bits", "last hash") else "right")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["node_id"], "[red]down[/]", *[""] * 3, r["error"][:40], "", "")
+            continue
+        table.add_row(
+            r["node_id"],
+            str(r["height"]),
+            str(r["final_height"]),
+            str(r["difficulty"]),
+            r["bits"],
             r["last_block_hash"][:12],
             str(r["txs_committed"]),
             str(r["mempool"]),
@@ -190,7 +215,8 @@ def cmd_verify(args: argparse.Namespace, cfg: ClusterConfig) -> int:
     nodes = [cfg.node(args.node)] if args.node else list(cfg.nodes)
 
     async def go() -> list[dict[str, Any]]:
-        reports = await asyncio.gather(*(verify_node(n.id, n.rpc_url, genesis) for n in nodes))
+        pow = pow_config(cfg, genesis) if cfg.consensus == "pow" else None
+        reports = await asyncio.gather(*(verify_node(n.id, n.rpc_url, genesis, pow) for n in nodes))
         return [asdict(r) for r in reports]
 
     reports = asyncio.run(go())
@@ -222,6 +248,10 @@ def cmd_sim(args: argparse.Namespace, cfg: ClusterConfig | None) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    if args.bench in ("pow", "double-spend"):
+        from node.powbench import run_double_spend_bench, run_pow_bench
+
+        return run_pow_bench(args) if args.bench == "pow" else run_double_spend_bench(args)
     if args.bench == "risk-design":
         from node.designbench import run_design_bench
 
@@ -315,7 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     bp.set_defaults(fn=cmd_bench)
     add_pbft_arguments(bp)
     from node.designbench import add_design_bench_arguments
+    from node.powbench import add_double_spend_arguments, add_pow_bench_arguments
 
+    bw = b.add_parser("pow", help="proof of work: block interval after retargeting, live")
+    bw.set_defaults(fn=cmd_bench)
+    add_pow_bench_arguments(bw)
+    bs = b.add_parser(
+        "double-spend", help="simulated private-fork double spends beside Nakamoto's analysis"
+    )
+    bs.set_defaults(fn=cmd_bench)
+    add_double_spend_arguments(bs)
     bd = b.add_parser("risk-design", help="time to design a multiperiod risk-sharing program")
     bd.set_defaults(fn=cmd_bench)
     add_design_bench_arguments(bd)

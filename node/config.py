@@ -20,6 +20,7 @@ class NodeSpec:
     host: str
     port: int
     rpc_port: int
+    hash_share: float | None = None  # proof of work, simulator: this miner's share
 
     @property
     def rpc_url(self) -> str:
@@ -37,6 +38,16 @@ class PbftSettings:
 
 
 @dataclass(frozen=True)
+class PowSettings:
+    target_block_ms: int = 1000
+    retarget_interval: int = 10
+    confirmations: int = 6
+    initial_difficulty: int = 200_000  # expected hashes per block until the first retarget
+    max_block_txs: int = 2000
+    tip_interval_ms: int = 500
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     path: Path
     name: str
@@ -46,6 +57,7 @@ class ClusterConfig:
     nodes: tuple[NodeSpec, ...]
     accounts: dict[str, int]
     pbft: PbftSettings = field(default_factory=PbftSettings)
+    pow: PowSettings = field(default_factory=PowSettings)
     max_frame_bytes: int = 4 << 20
     sqlite_synchronous: str = "FULL"
     faults: tuple[FaultSpec, ...] = ()
@@ -105,15 +117,23 @@ def _parse(path: Path, raw: dict[str, Any]) -> ClusterConfig:
     cluster = raw.get("cluster", {})
     consensus = cluster.get("consensus", "pbft")
     transport = cluster.get("transport", "tcp")
-    if consensus != "pbft":
-        raise ValueError(f"consensus {consensus!r} is not supported yet (supported: pbft)")
+    if consensus not in ("pbft", "pow"):
+        raise ValueError(f"consensus {consensus!r} is not supported (supported: pbft, pow)")
     if transport != "tcp":
         raise ValueError(f"transport {transport!r} is not supported yet (supported: tcp)")
     nodes = tuple(
-        NodeSpec(str(n["id"]), str(n.get("host", "127.0.0.1")), int(n["port"]), int(n["rpc_port"]))
+        NodeSpec(
+            str(n["id"]),
+            str(n.get("host", "127.0.0.1")),
+            int(n["port"]),
+            int(n["rpc_port"]),
+            float(n["hash_share"]) if "hash_share" in n else None,
+        )
         for n in raw.get("node", [])
     )
-    if len(nodes) < 4:
+    if consensus == "pow" and len(nodes) < 2:
+        raise ValueError(f"proof of work needs at least 2 [[node]] entries, got {len(nodes)}")
+    if consensus == "pbft" and len(nodes) < 4:
         raise ValueError(
             f"PBFT needs at least 4 [[node]] entries (3f+1 with f>=1), got {len(nodes)}"
         )
@@ -128,7 +148,7 @@ def _parse(path: Path, raw: dict[str, Any]) -> ClusterConfig:
     if sum(accounts.values()) > 2**63 - 1:
         raise ValueError("genesis balances must sum to at most 2**63 - 1")
     data_dir = Path(cluster.get("data_dir", f".tally/{cluster.get('name', 'local')}"))
-    pbft = raw.get("pbft", {})
+    pbft, pow_ = raw.get("pbft", {}), raw.get("pow", {})
     return ClusterConfig(
         path=path,
         name=str(cluster.get("name", "local")),
@@ -137,7 +157,8 @@ def _parse(path: Path, raw: dict[str, Any]) -> ClusterConfig:
         data_dir=(path.parent / data_dir).resolve(),
         nodes=nodes,
         accounts=accounts,
-        pbft=PbftSettings(**{k: int(v) for k, v in pbft.items() if _known(k)}),
+        pbft=PbftSettings(**{k: int(v) for k, v in pbft.items() if _known(k, PbftSettings)}),
+        pow=PowSettings(**{k: int(v) for k, v in pow_.items() if _known(k, PowSettings, "pow")}),
         max_frame_bytes=int(cluster.get("max_frame_bytes", 4 << 20)),
         sqlite_synchronous=str(cluster.get("sqlite_synchronous", "FULL")).upper(),
         faults=_faults(raw.get("fault", []), {n.id for n in nodes}),
@@ -157,19 +178,26 @@ def _faults(entries: list[dict[str, Any]], ids: set[str]) -> tuple[FaultSpec, ..
     return tuple(faults)
 
 
-def _known(key: str) -> bool:
-    if key not in PbftSettings.__dataclass_fields__:
-        known = ", ".join(PbftSettings.__dataclass_fields__)
-        raise ValueError(f"unknown [pbft] setting {key!r} (known: {known})")
+def _known(key: str, settings: type, table: str = "pbft") -> bool:
+    fields = settings.__dataclass_fields__  # type: ignore[attr-defined]
+    if key not in fields:
+        raise ValueError(f"unknown [{table}] setting {key!r} (known: {', '.join(fields)})")
     return True
 
 
 def local_cluster_toml(
-    name: str, ports: list[int], accounts: dict[str, int], pbft: dict[str, int] | None = None
+    name: str,
+    ports: list[int],
+    accounts: dict[str, int],
+    pbft: dict[str, int] | None = None,
+    pow: dict[str, int] | None = None,
 ) -> str:
-    """A cluster.toml for len(ports) // 2 nodes on loopback (used by bench and tests)."""
-    lines = ["[cluster]", f'name = "{name}"', 'data_dir = "data"', "", "[pbft]"]
-    lines += [f"{k} = {v}" for k, v in (pbft or {}).items()] + [""]
+    """A cluster.toml for len(ports) // 2 nodes on loopback (used by bench and tests); with
+    `pow` settings, a proof-of-work cluster."""
+    consensus = "pow" if pow is not None else "pbft"
+    lines = ["[cluster]", f'name = "{name}"', f'consensus = "{consensus}"', 'data_dir = "data"']
+    lines += ["", f"[{consensus}]"]
+    lines += [f"{k} = {v}" for k, v in ((pow if pow is not None else pbft) or {}).items()] + [""]
     for i in range(len(ports) // 2):
         lines += [
             "[[node]]",

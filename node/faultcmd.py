@@ -210,7 +210,9 @@ async def gather_check(cfg: ClusterConfig) -> dict[str, Any]:
         )
     )
     up = {nid: s for nid, s in statuses.items() if "error" not in s}
-    hashes = {nid: await chain(cfg.node(nid).rpc_url, s["height"]) for nid, s in up.items()}
+    # Under proof of work only blocks k deep are final: nodes must agree on those.
+    upto = {nid: s.get("final_height", s["height"]) for nid, s in up.items()}
+    hashes = {nid: await chain(cfg.node(nid).rpc_url, upto[nid]) for nid in up}
     evidence: dict[str, Any] = {}
     for nid in up:
         async with RpcClient(cfg.node(nid).rpc_url, timeout=10) as client:
@@ -252,18 +254,24 @@ def cmd_check(args: argparse.Namespace, cfg: ClusterConfig) -> int:
 
 def render_check(report: dict[str, Any]) -> None:
     table = Table(title="tally check")
-    for col in ("node", "height", "view", "primary", "last hash"):
+    for col in ("node", "height", "final", "view", "primary", "last hash"):
         table.add_column(col)
     for nid, s in report["nodes"].items():
         if "error" in s:
-            table.add_row(nid, "[red]unreachable[/]", "", "", s["error"][:50])
+            table.add_row(nid, "[red]unreachable[/]", "", "", "", s["error"][:50])
         else:
             table.add_row(
-                nid, str(s["height"]), str(s["view"]), s["primary"], s["last_block_hash"][:12]
+                nid,
+                str(s["height"]),
+                str(s.get("final_height", s["height"])),
+                str(s.get("view", "")),
+                s.get("primary", ""),
+                s["last_block_hash"][:12],
             )
     console.print(table)
     console.print(
         f"common prefix: every reachable node agrees up to height {report['common_prefix']}"
+        " (final blocks only)"
     )
     d = report["divergence"]
     if d:

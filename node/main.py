@@ -15,14 +15,17 @@ import sys
 from aiohttp import web
 
 from consensus.pbft.replica import Replica
+from consensus.pow.replica import PowReplica
 from ledger.encoding import decode_any
 from ledger.store import Store
 from node.auth import KeyAuthenticator
-from node.bootstrap import load_genesis, load_key, pbft_config
+from node.bootstrap import load_genesis, load_key, pbft_config, pow_config
 from node.config import ClusterConfig, ConfigError, load_config
 from node.faults.byzantine import Byzantine
 from node.faults.controller import FaultController
 from node.faults.network import FaultyTransport, NetworkRules
+from node.miner import Miner
+from node.powboot import recent_chain
 from node.rpc import admin, methods
 from node.rpc.jsonrpc import Dispatcher, make_app
 from node.runtime import NodeRuntime
@@ -43,9 +46,16 @@ def build_node(
     db.parent.mkdir(parents=True, exist_ok=True)
     store = Store(db, genesis, synchronous=cfg.sqlite_synchronous)
     listen_port = 0 if twin else None
-    records = [decode_any(r) for r in store.consensus_records()]
-    config = pbft_config(cfg, genesis)
-    replica = Replica(config, node_id, key, store.state, store.last_header, records)
+    replica: Replica | PowReplica
+    miner = None
+    if cfg.consensus == "pow":
+        pow_cfg = pow_config(cfg, genesis)
+        replica = PowReplica(pow_cfg, node_id, key, recent_chain(store, pow_cfg))
+        miner = Miner()
+    else:
+        records = [decode_any(r) for r in store.consensus_records()]
+        config = pbft_config(cfg, genesis)
+        replica = Replica(config, node_id, key, store.state, store.last_header, records)
     tcp = TcpTransport(
         node_id,
         (spec.host, listen_port or spec.port),
@@ -61,7 +71,7 @@ def build_node(
     for fault in cfg.faults:  # cluster.toml [[fault]] entries for this node
         if fault.node in ("*", node_id) and fault.category != "process" and fault.kind != "twins":
             faults.inject(fault, 0.0, store.height)
-    runtime = NodeRuntime(node_id, genesis, replica, store, transport, key, faults)
+    runtime = NodeRuntime(node_id, genesis, replica, store, transport, key, faults, miner)
     token = cfg.admin_token_path.read_text().strip() if cfg.admin_token_path.exists() else None
     dispatcher = Dispatcher(admin_token=token)
     methods.register(dispatcher, runtime, cfg.nodes)

@@ -16,6 +16,7 @@ from typing import Any
 
 from consensus.events import (
     Action,
+    BlockMined,
     Broadcast,
     CancelTimer,
     ClientTx,
@@ -23,15 +24,18 @@ from consensus.events import (
     Event,
     Evidence,
     MessageReceived,
+    Mine,
     Persist,
     PruneLog,
     Send,
     SetTimer,
+    SwitchChain,
     TimerFired,
 )
 from consensus.pbft.messages import FetchBlocks
 from consensus.pbft.proofs import valid_evidence
 from consensus.pbft.replica import Replica
+from consensus.pow.replica import PowReplica
 from ledger.block import Genesis
 from ledger.contract import ENGINES, Context, ContractError
 from ledger.crypto import KeyPair
@@ -49,6 +53,7 @@ from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx, evidence
 from node.blockserver import serve_fetch
 from node.faults.byzantine import SendRaw
 from node.faults.controller import FaultController
+from node.miner import Miner
 from node.transport.base import Transport
 
 log = logging.getLogger("tally.node")
@@ -67,13 +72,15 @@ class NodeRuntime:
         self,
         node_id: str,
         genesis: Genesis,
-        replica: Replica,
+        replica: Replica | PowReplica,
         store: Store,
         transport: Transport,
         key: KeyPair,
         faults: FaultController,
+        miner: Miner | None = None,
     ) -> None:
         self.node_id, self.genesis, self.key = node_id, genesis, key
+        self.miner = miner
         self.replica, self.store, self.transport = replica, store, transport
         self.faults = faults
         self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
@@ -89,6 +96,8 @@ class NodeRuntime:
 
     async def start(self) -> None:
         await self.transport.start(self._on_frame)
+        if self.miner is not None:
+            self.miner.start(self._on_mined)
         self._carry_out(self.replica.start(now_ms()))
         self._task = asyncio.create_task(self._run(), name=f"replica-{self.node_id}")
         self._fault_task = asyncio.create_task(self._tick_faults(), name="faults")
@@ -110,6 +119,8 @@ class NodeRuntime:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.transport.stop()
+        if self.miner is not None:
+            self.miner.stop()
         for futures in self._waiters.values():
             for f in futures:
                 f.cancel()
@@ -123,7 +134,10 @@ class NodeRuntime:
             while len(events) < MAX_EVENTS_PER_TURN and not self.queue.empty():
                 events.append(self.queue.get_nowait())
             actions: list[Action] = []
+            byz = self.faults.byzantine
             for event in events:
+                if byz.active and not byz.admit(event):
+                    continue  # a private-fork attacker does not listen
                 try:
                     actions += self.replica.step(event, now_ms())
                 except Exception:
@@ -161,9 +175,23 @@ class NodeRuntime:
                     pass  # written above
                 case Evidence(member, a, b):
                     self._report(member, a.encode(), b.encode())
+                case Mine(job, prefix, target):
+                    if self.miner is not None:
+                        self.miner.submit(job, prefix, target)
+                case SwitchChain(fork, blocks, state):
+                    log.info("reorganisation: %d blocks above %d", self.store.height - fork, fork)
+                    self.store.switch(fork, blocks, state)  # atomic: old chain or new
+                    for block, receipts in blocks:
+                        self._notify(block.height, block.txs, receipts)
                 case SendRaw(to, data, unchecked):
                     send = getattr(self.transport, "send_unchecked", None)
                     (send if unchecked and send else self.transport.send)(to, data)
+
+    def _on_mined(self, job: int, nonce: int) -> None:
+        try:
+            self.queue.put_nowait(BlockMined(job, nonce))
+        except asyncio.QueueFull:
+            self.errors["mined_block_dropped"] += 1
 
     def _set_timer(self, name: str, delay_ms: int) -> None:
         old = self._timers.pop(name, None)
@@ -201,8 +229,8 @@ class NodeRuntime:
         except DecodeError as e:
             raise MalformedTx(f"not a canonical signed tx: {e}") from None
         tx.check_stateless(self.chain_id)
-        if tx.kind == EVIDENCE and not valid_evidence(tx.payload, self.replica.config):
-            raise MalformedTx("evidence does not show one member signing two digests for a slot")
+        if tx.kind == EVIDENCE:
+            self._check_evidence(tx)
         account = self.store.state.account(tx.sender_address)
         if tx.nonce < account.nonce:
             raise BadNonce(f"nonce {tx.nonce} already used; the account's next is {account.nonce}")
@@ -215,6 +243,12 @@ class NodeRuntime:
                 f"balance {account.balance} is less than the amount {tx.payload['amount']}"
             )
         return tx
+
+    def _check_evidence(self, tx: Tx) -> None:
+        if isinstance(self.replica, PowReplica):
+            raise MalformedTx("evidence of equivocation is for PBFT; this chain is proof of work")
+        if not valid_evidence(tx.payload, self.replica.config):
+            raise MalformedTx("evidence does not show one member signing two digests for a slot")
 
     def _dry_run(self, tx: Tx) -> None:
         """A contract call checked against the committed state, so the caller learns at once

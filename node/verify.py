@@ -1,16 +1,22 @@
 """Check a node's whole chain from genesis without trusting the node.
 
-Every block is fetched over RPC and checked offline: links and hashes,
-certificates against the genesis membership, every tx signature, Merkle
-roots, and the state root after re-executing the block.
+Every block is fetched over RPC and checked offline: links and hashes, its
+proof (a PBFT commit certificate against the genesis membership, or a
+proof-of-work seal: the miner's signature, the proof against its target, and
+the retarget rule), every tx signature, Merkle roots, and the state root after
+re-executing the block.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.pbft.config import PbftConfig
 from consensus.pbft.proofs import verify_certificate
+from consensus.pow.chain import BlockTree, Entry, Rejected, check_standalone
+from consensus.pow.config import PowConfig
 from ledger.block import Block, BlockHeader, Genesis, check_successor
 from ledger.encoding import DecodeError
 from ledger.errors import LedgerError
@@ -32,7 +38,11 @@ class VerifyReport:
     error: str | None = None
 
 
-async def verify_node(node_id: str, url: str, genesis: Genesis) -> VerifyReport:
+async def verify_node(
+    node_id: str, url: str, genesis: Genesis, pow: PowConfig | None = None
+) -> VerifyReport:
+    """`pow`: the chain is proof of work with these parameters (else PBFT)."""
+    check = PowChecker(pow, genesis).check if pow else _pbft_checker(genesis)
     async with RpcClient(url, timeout=30.0) as client:
         remote = await client.call("genesis")
         if bytes.fromhex(remote["raw"]) != genesis.encode():
@@ -47,8 +57,8 @@ async def verify_node(node_id: str, url: str, genesis: Genesis) -> VerifyReport:
                     return _fail(node_id, h, f"cannot fetch block {h}: {page}")
                 try:
                     block = Block.decode(bytes.fromhex(page["raw"]))
-                    state = check_block(genesis, header, state, block)
-                except (LedgerError, DecodeError, ValueError) as e:
+                    state = check(header, state, block)
+                except (LedgerError, DecodeError, ValueError, Rejected) as e:
                     return _fail(node_id, h, str(e))
                 header, txs = block.header, txs + len(block.txs)
     return VerifyReport(
@@ -70,6 +80,34 @@ def check_block(genesis: Genesis, parent: BlockHeader, state: State, block: Bloc
         tx.check_stateless(genesis.chain_id)
     new_state, _ = apply_block(state, block)
     return new_state
+
+
+def _pbft_checker(genesis: Genesis) -> Checker:
+    def check(parent: BlockHeader, state: State, block: Block) -> State:
+        return check_block(genesis, parent, state, block)
+
+    return check
+
+
+class PowChecker:
+    """Proof-of-work blocks along one chain, checked with the miners' own rules."""
+
+    def __init__(self, config: PowConfig, genesis: Genesis) -> None:
+        base = Block(genesis_header(genesis), (), b"")
+        start = Entry(base, config.initial_bits, 0, State.from_genesis(genesis), ())
+        self.config, self.tree = config, BlockTree(config, start, [])
+
+    def check(self, parent: BlockHeader, state: State, block: Block) -> State:
+        for tx in block.txs:
+            tx.check_stateless(self.config.chain_id)
+        seal = check_standalone(self.config, block, int(time.time() * 1000))
+        entry = self.tree.add(block, seal)  # bits by the retarget rule, links, roots
+        self.tree.switch(block.hash)
+        assert entry.state is not None
+        return entry.state
+
+
+Checker = Callable[[BlockHeader, State, Block], State]
 
 
 def _fail(node_id: str, height: int, error: str) -> VerifyReport:

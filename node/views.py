@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from consensus.pbft.messages import CommitCertificate
+from consensus.pow.seal import PowSeal
 from contracts.design.exchange import STATES
 from contracts.exchange import WINDOWS, Exchange
 from contracts.risk_sharing import engine as risk
 from contracts.risk_sharing.schedule import schedule_args
 from ledger.block import Block, Member
 from ledger.contract import ContractRecord
-from ledger.encoding import DecodeError, decode_any
+from ledger.encoding import DecodeError, Tag, decode_any
 from ledger.state import Account, Receipt
 from ledger.tx import Tx
 
@@ -55,7 +56,10 @@ def block_view(
         "certificate": None,
         "raw": block.encode().hex(),
     }
-    if block.proof:
+    if block.proof and block.proof[0] == Tag.POW_SEAL:
+        seal = PowSeal.decode(block.proof)
+        view["pow"] = {"bits": f"{seal.bits:#010x}", "nonce": seal.nonce.hex()}
+    elif block.proof:
         try:
             cert = CommitCertificate.decode(block.proof)
             signers = [members[c.replica].node_id for c in cert.commits if c.replica < len(members)]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from node import launcher
 from node.bench import free_ports
@@ -22,10 +27,13 @@ def live_cluster(
     pbft: dict[str, int],
     extra_toml: str = "",
     nodes: int = 4,
+    pow: dict[str, int] | None = None,
 ) -> Iterator[ClusterConfig]:
-    """Write a cluster.toml, start it, and stop exactly its processes afterwards."""
+    """Write a cluster.toml (proof of work with `pow` settings), start it, and stop exactly
+    its processes afterwards."""
     path = directory / "cluster.toml"
-    path.write_text(local_cluster_toml(name, free_ports(2 * nodes), accounts, pbft) + extra_toml)
+    toml = local_cluster_toml(name, free_ports(2 * nodes), accounts, pbft, pow)
+    path.write_text(toml + extra_toml)
     cfg = load_config(path)
     launcher.up(cfg, timeout_s=30)
     try:
@@ -41,3 +49,25 @@ def kill9(cfg: ClusterConfig, node: str) -> None:
     os.kill(pid, signal.SIGKILL)
     while launcher.running_pid(cfg, node) is not None:
         time.sleep(0.02)
+
+
+async def wait_for(predicate: Any, what: str, timeout: float = 60) -> Any:
+    """Poll the async `predicate` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+def bench_json(tmp_path: Path, *args: str, timeout: float = 300) -> Any:
+    """Run `tally bench ARGS --json --out FILE`; the printed and written JSON must agree."""
+    out_file = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "node.cli", "bench", *args, "--json", "--out", str(out_file)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result == json.loads(out_file.read_text())
+    return result

@@ -8,12 +8,11 @@ import json
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from livecluster import kill9, live_cluster
+from livecluster import kill9, live_cluster, wait_for
 
 from contracts.design.risk import RiskProblem, design_risk
 from contracts.risk_sharing import commitment, draw_value
@@ -126,16 +125,6 @@ class Parties:
         return out
 
 
-async def wait_until(predicate: Any, timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
 async def test_ten_periods_survive_a_killed_primary_and_end_identical_everywhere(
     cluster: ClusterConfig,
 ) -> None:
@@ -157,9 +146,7 @@ async def test_ten_periods_survive_a_killed_primary_and_end_identical_everywhere
         withhold = "agent2" if p == 3 else ""  # the insurer withholds its reveal in period 3
         await parties.period(incomes[p - 1], bytes([p, 1]) * 16, bytes([p, 2]) * 16, withhold)
         if withhold:
-            await wait_until(
-                lambda p=p: _past(parties, p), what="the reveal window of period 3 to pass"
-            )
+            await wait_for(lambda p=p: _past(parties, p), "the reveal window of period 3 to pass")
 
     async def all_closed() -> list[dict[str, Any]] | None:
         views = []
@@ -170,7 +157,7 @@ async def test_ten_periods_survive_a_killed_primary_and_end_identical_everywhere
                 return None
         return views if all(v["stage"] == "closed" for v in views) else None
 
-    views = await wait_until(all_closed, what="every node to close the contract")
+    views = await wait_for(all_closed, "every node to close the contract")
     statuses = [await _status(cfg, node) for node in cfg.node_ids()]
     assert {s["view"] for s in statuses} != {0}, "the primary's death forced a view change"
     assert all(s["primary"] != primary for s in statuses)
@@ -184,7 +171,7 @@ async def test_ten_periods_survive_a_killed_primary_and_end_identical_everywhere
     assert views[0]["escrow"] == 0 and len([e for e in history if e["kind"] == "draw"]) == 10
     penalties = [e for e in history if e["kind"] == "penalty"]
     assert [(e["period"], e["by"], e["amount"]) for e in penalties] == [(3, "agent2", PENALTY)]
-    after = await wait_until(lambda: _agreed(parties), what="every node to agree on balances")
+    after = await wait_for(lambda: _agreed(parties), "every node to agree on balances")
     transfers = sum(e["transfer"] for e in history if e["kind"] == "transfer")
     assert after["agent1"] - before["agent1"] == -transfers + PENALTY
     assert after["agent2"] - before["agent2"] == transfers - PENALTY
@@ -227,7 +214,7 @@ async def test_an_audit_is_settled_by_a_member_and_paid_for(cluster: ClusterConf
     u = next(e["u"] for e in c["history"] if e["kind"] == "draw")
     tau = next(e["transfer"] for e in c["history"] if e["kind"] == "transfer")
     assert tau == AUDITED.transfers[AUDITED.audited_outcome(1, (report,), 0, u)]
-    after = await wait_until(lambda: _agreed(parties), what="every node to agree on balances")
+    after = await wait_for(lambda: _agreed(parties), "every node to agree on balances")
     assert after["auditor"] - before["auditor"] == FEE
     assert sum(after.values()) == sum(before.values())
 

@@ -29,6 +29,7 @@ from consensus.pbft.messages import (
     Status,
     ViewChange,
 )
+from consensus.pow.seal import PowSeal, PowTip, PowWork
 from contracts.exchange import Exchange, ExchangeMove
 from contracts.risk_sharing import Lottery, RiskEvent, RiskSharing, Schedule
 from ledger.block import Batch, BatchHeader, Block, BlockHeader, Genesis, Member, tx_root
@@ -303,6 +304,9 @@ RISK_SHARINGS = st.builds(
     INTS,
     tuples(RISK_EVENTS, 2),
 )
+POW_WORKS = st.builds(PowWork, BYTES, INTS, BYTES)
+POW_SEALS = st.builds(PowSeal, INTS, BYTES, BYTES)
+POW_TIPS = st.builds(PowTip, INTS, BYTES, BYTES)
 CHECKPOINTS = st.builds(Checkpoint, INTS, BYTES, BYTES, INTS, BYTES)
 # View changes nest pre-prepares, batches and txs: keep the inner lists short.
 PREPARED_CERTS = st.builds(
@@ -354,6 +358,9 @@ ROUND_TRIP_CASES: list[tuple[type[Struct], st.SearchStrategy[Any]]] = [
     (Schedule, SCHEDULES),
     (RiskEvent, RISK_EVENTS),
     (RiskSharing, RISK_SHARINGS),
+    (PowWork, POW_WORKS),
+    (PowSeal, POW_SEALS),
+    (PowTip, POW_TIPS),
 ]
 
 

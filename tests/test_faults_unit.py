@@ -43,6 +43,7 @@ from node.faults.byzantine import (
 )
 from node.faults.controller import FaultController
 from node.faults.network import FaultyTransport, NetworkRules
+from node.faults.powattacks import ATTACKS
 from node.faults.spec import CATALOGUE, FaultError, FaultSpec
 from node.sim.cluster import SimCluster
 from node.transport.base import FrameHandler, TransportStats
@@ -143,7 +144,7 @@ def test_every_kind_parses_with_its_defaults(kind: str) -> None:
 
 def test_catalogue_categories_and_behaviours_agree() -> None:
     byz = {k for k, v in CATALOGUE.items() if v.category == "byzantine"}
-    assert set(BEHAVIOURS) == byz - {"twins"}
+    assert set(BEHAVIOURS) | set(ATTACKS) == byz - {"twins"}
     process = {k for k, v in CATALOGUE.items() if v.category == "process"}
     assert process == {"kill", "pause", "restart"}
 
@@ -241,6 +242,7 @@ NAME_LISTS = st.lists(NAMES, min_size=1, max_size=3, unique=True).map(",".join)
 STRING_PARAMS = {
     "groups": st.lists(NAME_LISTS, min_size=0, max_size=3).map("|".join),
     "colluders": st.one_of(st.just(""), NAME_LISTS),
+    "tx": st.binary(min_size=32, max_size=32).map(bytes.hex),  # a payment's tx id
 }
 SECONDS = st.floats(0, 1e6, allow_nan=False, allow_infinity=False)
 

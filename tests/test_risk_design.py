@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from livecluster import bench_json
 
 from contracts.design.risk import RiskProblem, Utility, build, design_risk, violated
 from contracts.risk_sharing.schedule import schedule_from_design
@@ -146,12 +147,5 @@ def test_a_design_file_becomes_the_schedule_a_contract_is_created_with(tmp_path:
 
 
 def test_bench_risk_design_reports_its_figures(tmp_path: Path) -> None:
-    out_file = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "node.cli", "bench", "risk-design", "--periods", "2"]
-    out = subprocess.run(
-        [*cmd, "--repeat", "1", "--json", "--out", str(out_file)], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    r = json.loads(out.stdout)
-    assert r == json.loads(out_file.read_text())
+    r = bench_json(tmp_path, "risk-design", "--periods", "2", "--repeat", "1")
     assert r["lotteries"] == 3 + 9 and r["verified"] is True and r["seconds_median"] > 0

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
+from typing import Any
 
-from consensus.events import Action, Broadcast, Send
+from consensus.events import Action, Broadcast, Event, Send
 from consensus.pbft.messages import (
     Blocks,
     Commit,
@@ -25,6 +26,7 @@ from consensus.pbft.messages import (
     sign,
 )
 from consensus.pbft.replica import Replica
+from consensus.pow.replica import PowReplica
 from ledger.block import Batch, Block
 from ledger.encoding import Struct
 from node.faults.spec import FaultSpec
@@ -44,7 +46,8 @@ RawAction = Action | SendRaw
 
 @dataclass
 class Context:
-    replica: Replica
+    # A PBFT Replica or a PowReplica: each behaviour disturbs one kind and reads it as such.
+    replica: Any
     peers: list[str]  # every other member, in member order
     rng: random.Random
 
@@ -64,6 +67,10 @@ class Behaviour:
 
     def serve(self, ctx: Context, blocks: Blocks) -> Blocks:
         return blocks
+
+    def admit(self, ctx: Context, event: Event) -> bool:
+        """Whether the replica gets to see this input (a private fork ignores the others)."""
+        return True
 
 
 def _outgoing(action: RawAction) -> Struct | None:
@@ -228,21 +235,31 @@ BEHAVIOURS: dict[str, type[Behaviour]] = {
 }
 
 
+def behaviour_class(kind: str) -> type[Behaviour]:
+    """The behaviour for a Byzantine fault kind (PoW attacks live in their own module, which
+    builds on this one, so they are looked up when first needed)."""
+    if kind in BEHAVIOURS:
+        return BEHAVIOURS[kind]
+    from node.faults import powattacks
+
+    return powattacks.ATTACKS[kind]
+
+
 class Byzantine:
     """The active behaviours of one node; empty for an honest node."""
 
     def __init__(self, node_id: str, peers: list[str], seed: int) -> None:
         self.peers = [p for p in peers if p != node_id]
         self.rng = random.Random(seed)
-        self.replica: Replica | None = None
+        self.replica: Replica | PowReplica | None = None
         self.active: dict[str, Behaviour] = {}
 
-    def attach(self, replica: Replica) -> None:
+    def attach(self, replica: Replica | PowReplica) -> None:
         """The replica whose actions are rewritten (again after each restart)."""
         self.replica = replica
 
     def add(self, spec: FaultSpec) -> None:
-        self.active[spec.id] = BEHAVIOURS[spec.kind](spec)
+        self.active[spec.id] = behaviour_class(spec.kind)(spec)
 
     def remove(self, fault_id: str) -> None:
         self.active.pop(fault_id, None)
@@ -254,6 +271,12 @@ class Byzantine:
             for behaviour in self.active.values():
                 out = behaviour.rewrite(ctx, out)
         return out
+
+    def admit(self, event: Event) -> bool:
+        if self.replica is None:
+            return True
+        ctx = Context(self.replica, self.peers, self.rng)
+        return all(b.admit(ctx, event) for b in list(self.active.values()))
 
     def serve(self, blocks: Blocks) -> Blocks:
         if self.replica is not None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
-from node.faults.byzantine import BEHAVIOURS, Byzantine
+from consensus.pow.replica import PowReplica
+from node.faults.byzantine import Byzantine
 from node.faults.network import NetworkRules
-from node.faults.spec import FaultError, FaultSpec
+from node.faults.spec import POW_ONLY, FaultError, FaultSpec
 
 
 @dataclass
@@ -33,10 +34,21 @@ class FaultController:
             raise FaultError(f"fault for {spec.node} sent to {self.node_id}")
         if spec.kind == "twins":
             raise FaultError("twins needs a second process: `tally fault inject twins` starts it")
+        self._check_consensus(spec)
         spec = replace(spec, id=spec.id or f"{self.node_id}-{next(self._ids)}")
         self.pending[spec.id] = spec
         self.tick(now_s, height)
         return spec
+
+    def _check_consensus(self, spec: FaultSpec) -> None:
+        """Byzantine behaviours disturb one kind of replica: refuse the others clearly."""
+        if spec.category != "byzantine" or self.byzantine.replica is None:
+            return
+        pow_node = isinstance(self.byzantine.replica, PowReplica)
+        if pow_node and spec.kind not in POW_ONLY | {"mute"}:
+            raise FaultError(f"{spec.kind} disturbs PBFT; this node runs proof of work")
+        if not pow_node and spec.kind in POW_ONLY:
+            raise FaultError(f"{spec.kind} is a proof-of-work attack; this node runs PBFT")
 
     def heal(self, fault_id: str | None = None) -> list[str]:
         """End one fault (or all); returns the ids ended."""
@@ -78,7 +90,7 @@ class FaultController:
 
     def _start(self, spec: FaultSpec, ends: float | None) -> None:
         self.active[spec.id] = (spec, ends)
-        if spec.kind in BEHAVIOURS:
+        if spec.category == "byzantine":
             self.byzantine.add(spec)
         else:
             self.network.active[spec.id] = spec

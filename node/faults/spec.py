@@ -55,7 +55,18 @@ CATALOGUE: dict[str, Kind] = {
         "garbage (or oversize) frames to every peer each heartbeat",
     ),
     "twins": Kind("byzantine", {}, "two processes with one key"),
+    # proof of work: what a miner publishes (and hears) is rewritten
+    "withhold": Kind("byzantine", {}, "a miner that never publishes its blocks: wasted work"),
+    "selfish_mine": Kind(
+        "byzantine", {}, "Eyal-Sirer selfish mining: private blocks released to win races"
+    ),
+    "double_spend": Kind(
+        "byzantine",
+        {"tx": "", "confirmations": 6, "give_up": 20},
+        "a private fork without the payment `tx`, released once it has k confirmations",
+    ),
 }
+POW_ONLY = frozenset({"withhold", "selfish_mine", "double_spend"})
 
 
 class FaultError(ValueError):

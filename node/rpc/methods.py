@@ -7,6 +7,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from consensus.pow.difficulty import work
+from consensus.pow.replica import PowReplica
 from ledger.crypto import ADDRESS_SIZE
 from ledger.errors import LedgerError, UnknownBlock, UnknownContract, UnknownTx
 from node.config import NodeSpec
@@ -46,10 +48,23 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
     store, replica = node.store, node.replica
     members = node.genesis.members
 
-    async def status(params: dict[str, Any]) -> dict[str, Any]:
+    def consensus_status() -> dict[str, Any]:
+        if isinstance(replica, PowReplica):
+            tip = replica.tree.tip_entry
+            k = replica.config.confirmations
+            return {
+                "consensus_kind": "pow",
+                "role": "miner",
+                "bits": f"{tip.bits:#010x}",
+                "difficulty": work(tip.bits),  # expected hashes per block at the tip
+                "total_work": str(tip.total_work),
+                "confirmations_for_final": k,
+                "final_height": max(store.height - k + 1, 0),
+                "orphans": len(replica.orphans),
+                "mined": node.miner.found if node.miner else 0,
+            }
         return {
-            "node_id": node.node_id,
-            "chain_id": node.chain_id,
+            "consensus_kind": "pbft",
             "role": "primary" if replica.is_primary else "backup",
             "view": replica.view,
             "view_active": replica.active,
@@ -57,6 +72,20 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
             "stable_checkpoint": replica.stable_seq,
             "low_watermark": replica.stable_seq,
             "high_watermark": replica.high_watermark,
+            "final_height": store.height,
+        }
+
+    def finality(height: int) -> dict[str, Any]:
+        """How deep a stored block is; PBFT blocks are final when stored, PoW ones k deep."""
+        confirmations = store.height - height + 1
+        k = replica.config.confirmations if isinstance(replica, PowReplica) else 1
+        return {"confirmations": confirmations, "final": confirmations >= k}
+
+    async def status(params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "node_id": node.node_id,
+            "chain_id": node.chain_id,
+            **consensus_status(),
             "height": store.height,
             "last_block_hash": store.last_header.sha256().hex(),
             "state_root": store.last_header.state_root.hex(),
@@ -101,17 +130,21 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
             return {"height": height, "tx_ids": [t.hex() for t in store.get_tx_ids(height)]}
         block = store.get_block(height)
         assert block is not None
-        return block_view(block, store.get_receipts(height), members)
+        return block_view(block, store.get_receipts(height), members) | finality(height)
 
     async def get_tx(params: dict[str, Any]) -> dict[str, Any]:
         tx_id = hex_param(params, "tx_id", 32)
         record = store.get_tx(tx_id)
         if record is not None:
-            return tx_view(record.tx, record.reason) | {
-                "height": record.height,
-                "index": record.index,
-                "raw": record.tx.encode().hex(),
-            }
+            return (
+                tx_view(record.tx, record.reason)
+                | {
+                    "height": record.height,
+                    "index": record.index,
+                    "raw": record.tx.encode().hex(),
+                }
+                | finality(record.height)
+            )
         if tx_id in replica.mempool:
             return {"tx_id": tx_id.hex(), "status": "pending"}
         raise UnknownTx(f"no tx {tx_id.hex()} on this node")
@@ -135,6 +168,19 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
 
     async def consensus_state(params: dict[str, Any]) -> dict[str, Any]:
         """The replica's in-flight state, for debugging."""
+        if isinstance(replica, PowReplica):
+            tip = replica.tree.tip_entry
+            return {
+                "height": replica.height,
+                "tip": tip.block.hash.hex(),
+                "total_work": str(tip.total_work),
+                "bits": f"{tip.bits:#010x}",
+                "job": replica.jobs,
+                "stats": dict(replica.stats),
+                "last_rejection": replica.last_rejection,
+                "memory": replica.footprint(),
+                "mempool": len(replica.mempool),
+            }
         slots = {
             str(seq): {
                 "digest": slot.pre_prepare.digest.hex() if slot.pre_prepare else None,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from consensus.events import (
     Action,
+    BlockMined,
     Broadcast,
     CancelTimer,
     ClientTx,
@@ -27,15 +28,20 @@ from consensus.events import (
     Event,
     Evidence,
     MessageReceived,
+    Mine,
     Persist,
     PruneLog,
     Send,
     SetTimer,
+    SwitchChain,
     TimerFired,
 )
 from consensus.pbft.config import PbftConfig
 from consensus.pbft.messages import Commit, FetchBlocks, Prepare, PrePrepare
 from consensus.pbft.replica import Replica
+from consensus.pow.config import PowConfig
+from consensus.pow.replica import PowReplica
+from consensus.pow.seal import search
 from ledger.block import Block, Genesis, Member
 from ledger.crypto import KeyPair
 from ledger.encoding import DecodeError, Struct, decode_any
@@ -46,7 +52,11 @@ from node.faults.byzantine import Byzantine, SendRaw
 from node.faults.controller import FaultController
 from node.faults.network import NetworkRules
 from node.faults.spec import FaultSpec
+from node.powboot import recent_chain
 from node.sim.faults import FaultPlan
+
+AnyReplica = Replica | PowReplica
+POW_SIM_DIFFICULTY = 16  # expected hashes per block: proofs are real, and cheap to find
 
 
 @dataclass(order=True)
@@ -70,7 +80,7 @@ class SimNode:
     key: KeyPair
     store: Store
     faults: FaultController
-    replica: Replica | None = None
+    replica: AnyReplica | None = None
     up: bool = True
     paused_until: int = 0
 
@@ -89,7 +99,11 @@ class SimCluster:
         config: dict[str, int] | None = None,
         keep_trace: bool = False,
         faults: tuple[FaultSpec, ...] = (),
+        consensus: str = "pbft",
+        hash_share: dict[str, float] | None = None,
     ) -> None:
+        """`consensus` "pow": members mine; each finds blocks as a Poisson process on virtual
+        time at `hash_share` of the cluster's hash rate (equal shares by default)."""
         self.rng = random.Random(seed)
         self.plan = plan or FaultPlan()
         keys = {f"n{i}": KeyPair(bytes([i + 1]) * 32) for i in range(n)}
@@ -98,8 +112,22 @@ class SimCluster:
         members = tuple(Member(nid, k.public_key) for nid, k in keys.items())
         balances = {self.accounts[a].address.hex(): v for a, v in (accounts or {}).items()}
         self.genesis = Genesis(f"sim-{seed}", 0, members, balances)
-        settings = {"batch_size_max": 50, "batch_wait_ms": 5} | (config or {})
-        self.config = PbftConfig(self.genesis.chain_id, members, **settings)
+        self.config: PbftConfig | PowConfig
+        if consensus == "pow":
+            pow_settings = {"initial_difficulty": POW_SIM_DIFFICULTY} | (config or {})
+            self.config = PowConfig(self.genesis.chain_id, members, **pow_settings)
+        else:
+            settings = {"batch_size_max": 50, "batch_wait_ms": 5} | (config or {})
+            self.config = PbftConfig(self.genesis.chain_id, members, **settings)
+        shares = hash_share or {nid: 1 / n for nid in keys}
+        # hashes per virtual ms per member: at the initial difficulty, one block per target time
+        self.hash_rate = {
+            nid: shares.get(nid, 0.0)
+            * getattr(self.config, "initial_difficulty", 0)
+            / getattr(self.config, "target_block_ms", 1)
+            for nid in keys
+        }
+        self.on_reorg: list[Callable[[str, int, int], None]] = []  # (node, fork, depth)
         self.members = list(keys)
         self.nodes = {nid: self._node(nid, nid, k) for nid, k in keys.items()}
         self.twins: dict[str, str] = {}  # member -> the sim id of its twin process
@@ -157,7 +185,7 @@ class SimCluster:
         self._log(f"pause {node_id} until {until_ms}")
 
     @property
-    def replicas(self) -> dict[str, Replica]:
+    def replicas(self) -> dict[str, AnyReplica]:
         return {nid: n.replica for nid, n in self.nodes.items() if n.up and n.replica}
 
     def submit(self, node_id: str, tx: Tx, at_ms: int | None = None) -> None:
@@ -226,12 +254,17 @@ class SimCluster:
     # -- internals -------------------------------------------------------------------------
 
     def _boot(self, node: SimNode) -> None:
-        for name in ("batch", "forward", "request", "view-change", "status", "fetch"):
+        timers = ("batch", "forward", "request", "view-change", "status", "fetch", "tip", "relay")
+        for name in (*timers, "mine"):
             self._bump_timer(node.node_id, name)  # timers of the previous life never fire
         s = node.store
-        node.replica = Replica(
-            self.config, node.member, node.key, s.state, s.last_header, node.durable_records()
-        )
+        if isinstance(self.config, PowConfig):
+            recent = recent_chain(s, self.config)
+            node.replica = PowReplica(self.config, node.member, node.key, recent)
+        else:
+            node.replica = Replica(
+                self.config, node.member, node.key, s.state, s.last_header, node.durable_records()
+            )
         node.faults.byzantine.attach(node.replica)  # behaviours outlive the process they disturb
         node.up = True
         self._carry_out(node, node.replica.start(self.now))
@@ -254,6 +287,10 @@ class SimCluster:
         if isinstance(p.event, MessageReceived) and isinstance(p.event.message, FetchBlocks):
             reply = node.faults.byzantine.serve(serve_fetch(node.store, p.event.message))
             self._transmit(node.member, p.event.sender, _wire(reply))
+            return
+        byz = node.faults.byzantine
+        if byz.active and not byz.admit(p.event):
+            self._carry_out(node, [])  # it does not listen, but what it heard may make it act
             return
         self._carry_out(node, node.replica.step(p.event, self.now))
 
@@ -289,6 +326,34 @@ class SimCluster:
                         callback(node.node_id, block)
                 case PruneLog(below_seq, below_view):
                     node.store.prune_consensus(below_seq, below_view)
+                case Mine(job, prefix, target):
+                    self._mine(node, job, prefix, target)
+                case SwitchChain(fork, blocks, state):
+                    depth = node.store.height - fork
+                    node.store.switch(fork, blocks, state)
+                    for hook in self.on_reorg:
+                        hook(node.node_id, fork, depth)
+                    for block, _ in blocks:
+                        for callback in self.on_commit:
+                            callback(node.node_id, block)
+
+    def _mine(self, node: SimNode, job: int, prefix: bytes, target: int) -> None:
+        """The time to a proof is exponential with rate hashes/ms x P(hash <= target); a new
+        job replaces the old one (memoryless, so redrawing is exact)."""
+        gen = self._bump_timer(node.node_id, "mine")
+        rate = self.hash_rate.get(node.member, 0.0) * (target + 1) / 2**256
+        if rate <= 0:
+            return
+        at = self.now + max(1, round(self.rng.expovariate(rate)))
+        self.schedule(at, functools.partial(self._mined, node.node_id, job, prefix, target, gen))
+
+    def _mined(self, node_id: str, job: int, prefix: bytes, target: int, gen: int) -> None:
+        node = self.nodes[node_id]
+        if not node.up or self._timer_gen.get((node_id, "mine")) != gen:
+            return  # crashed, or the job was replaced
+        nonce = search(prefix, target, 0, 1 << 30)  # a real proof: cheap at sim difficulty
+        assert nonce is not None
+        self._push(self.now, node_id, BlockMined(job, nonce))
 
     def _report(self, node: SimNode, member: str, a: Struct, b: Struct) -> None:
         """An honest replica turns what it saw into an evidence tx, signed with its key."""

@@ -234,7 +234,7 @@ def _report(cluster: SimCluster, scenario: Scenario, liveness: Verdict, wall_s: 
         wall_s=wall_s,
         blocks=top.height,
         txs=top.tx_count,
-        max_view=max((r.view for r in cluster.replicas.values()), default=0),
+        max_view=max((getattr(r, "view", 0) for r in cluster.replicas.values()), default=0),
         views_entered=stats.get("views_entered", 0),
         messages_sent=cluster.sent,
         messages_dropped=cluster.dropped,

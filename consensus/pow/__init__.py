@@ -1,0 +1,1 @@
+"""Permissioned Nakamoto consensus: members mine, the most cumulative work wins."""
