@@ -38,14 +38,27 @@ def running_pid(cfg: ClusterConfig, node_id: str) -> int | None:
         pid = int(cfg.pid_path(node_id).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    cmdline = _cmdline(pid)
+    if cmdline is None:
         return None
     # A recycled PID belongs to someone else: only claim our own node process.
     ours = b"node.main" in cmdline or b"node.supervisor" in cmdline
     name = node_id.removesuffix("-twin").encode()
     return pid if ours and (name in cmdline or node_id == "supervisor") else None
+
+
+def _cmdline(pid: int) -> list[bytes] | None:
+    """/proc/PID/cmdline, split.  It reads empty for a zombie, and also for a moment while a
+    process just started is still in exec: then it is read again."""
+    for _ in range(20):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if cmdline or _state(pid) in ("Z", ""):
+            return cmdline.split(b"\0")
+        time.sleep(0.005)
+    return []
 
 
 def start_node(
