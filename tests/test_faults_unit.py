@@ -229,6 +229,14 @@ def test_parse_keeps_commas_inside_a_value() -> None:
     }
 
 
+def test_text_parameters_stay_as_written() -> None:
+    """Hypothesis found it: a tx id of digits ("000...0", or "1e10") was parsed as a number."""
+    for tx in ("0" * 64, "1e10" + "0" * 60):
+        spec = FaultSpec.parse(f"kind=double_spend,node=n0,tx={tx},confirmations=3")
+        assert spec.params == {"tx": tx, "confirmations": 3}
+        assert FaultSpec.parse(spec.describe()) == spec
+
+
 @pytest.mark.parametrize(
     "text", ["kind=drop,oops", "oops", "kind=drop,probability=2", "kind=nope", "node=n1"]
 )

@@ -111,13 +111,19 @@ class FaultSpec:
     def parse(cls, text: str) -> FaultSpec:
         """'kind=drop,node=n1,probability=0.3,at=2,duration=5' (the CLI form)."""
         aliases = {"at": "at_seconds", "height": "at_height", "duration": "duration_seconds"}
-        data: dict[str, Any] = {}
+        raw: dict[str, str] = {}
         # split at commas that start a new key=value pair: 'groups=n0,n1|n2,n3' stays whole
         for part in filter(None, re.split(r",(?=\s*\w+=)", text)):
             key, sep, value = part.partition("=")
             if not sep:
                 raise FaultError(f"bad fault {text!r}: expected key=value pairs")
-            data[aliases.get(key.strip(), key.strip())] = _scalar(value.strip())
+            raw[aliases.get(key.strip(), key.strip())] = value.strip()
+        kind = CATALOGUE.get(raw.get("kind", ""))
+        texts = {"kind", "node"} | {
+            k for k, v in (kind.params if kind else {}).items() if isinstance(v, str)
+        }
+        # text parameters stay as written: a tx id of digits is not a number
+        data = {k: v if k in texts else _scalar(v) for k, v in raw.items()}
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
