@@ -5,7 +5,10 @@ attacks: withholding, selfish mining, and the private-fork double spend."""
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 from livecluster import bench_json
@@ -13,6 +16,7 @@ from livecluster import bench_json
 from consensus.pow.replica import PowReplica
 from ledger.state import State, apply_block
 from ledger.tx import transfer
+from node.config import local_cluster_toml
 from node.faults.spec import FaultSpec
 from node.sim.cluster import SimCluster
 from node.sim.doublespend import exact, success_rate
@@ -125,3 +129,25 @@ def test_bench_double_spend_reports_measured_exact_and_nakamoto(tmp_path: Path) 
     rows = {(r["share"], r["confirmations"]): r for r in result["rows"]}
     assert set(rows) == {(0.6, 1), (0.6, 2)}
     assert all(r["measured"] == 1.0 and r["exact"] == r["nakamoto"] == 1.0 for r in rows.values())
+
+
+def test_tally_sim_pow_takes_hash_shares_from_cluster_toml(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    toml = local_cluster_toml("shares", list(range(9000, 9008)), {"alice": 1}, pow={})
+    # the [[node]] entries gain a hash_share each: n3 holds most of the hash power
+    for node, share in (("n0", 0.1), ("n1", 0.1), ("n2", 0.1), ("n3", 0.7)):
+        toml = toml.replace(f'id = "{node}"', f'id = "{node}"\nhash_share = {share}')
+    path.write_text(toml)
+    cmd = [sys.executable, "-m", "node.cli", "sim", "--consensus", "pow", "--cluster", str(path)]
+    args = ["--duration", "60", "--partition", "n0,n1|n2,n3@10-30", "--json"]
+    out = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] and {v["name"] for v in report["verdicts"]} == {
+        "final prefix",
+        "replay",
+        "liveness",
+    }
+    blocks = report["blocks_by_miner"]
+    assert blocks["n3"] > sum(v for k, v in blocks.items() if k != "n3")
+    assert report["reorgs"] >= 1, "the partition's minority side gave up its branch"

@@ -11,8 +11,10 @@ import tomllib
 from rich.console import Console
 from rich.table import Table
 
+from node.config import load_config
 from node.faults.spec import FaultSpec
 from node.sim.faults import FaultPlan, parse_crash, parse_partition, random_plan
+from node.sim.powrun import PowSimReport, run_pow_sim
 from node.sim.run import SIM_TIMERS, SimReport, run_sim
 
 console = Console()
@@ -59,6 +61,13 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             f"--{name.replace('_', '-')}", type=int, default=value, help=f"(default: {value})"
         )
+    p.add_argument("--consensus", choices=["pbft", "pow"], default="pbft", help="(default: pbft)")
+    p.add_argument(
+        "--hash-share",
+        help="PoW: 'n0=0.4,n1=0.2,...' shares of the hash rate (default: equal, or the "
+        "[[node]] hash_share entries of --cluster)",
+    )
+    p.add_argument("--cluster", help="PoW: take [pow] settings and hash shares from this file")
     p.add_argument("--json", action="store_true", help="print the report(s) as JSON")
 
 
@@ -89,6 +98,8 @@ def faults_from(args: argparse.Namespace) -> tuple[FaultSpec, ...]:
 def run_sim_command(args: argparse.Namespace) -> int:
     logging.getLogger("tally").setLevel(logging.ERROR)  # the report says what matters
     seeds = _seed_range(args.seeds) if args.seeds else [args.seed]
+    if args.consensus == "pow":
+        return run_pow_command(args, seeds)
     timers = {name: getattr(args, name) for name in SIM_TIMERS}
     reports = []
     faults = faults_from(args)
@@ -141,3 +152,62 @@ def render(r: SimReport) -> None:
 def _seed_range(text: str) -> list[int]:
     first, _, last = text.partition("-")
     return list(range(int(first), int(last or first) + 1))
+
+
+def pow_setup(args: argparse.Namespace) -> tuple[dict[str, float] | None, dict[str, int]]:
+    """Hash shares and [pow] settings: from --cluster, then --hash-share on top."""
+    shares: dict[str, float] = {}
+    settings: dict[str, int] = {}
+    if args.cluster:
+        cfg = load_config(args.cluster)
+        shares = {n.id: n.hash_share for n in cfg.nodes if n.hash_share is not None}
+        settings = {k: v for k, v in vars(cfg.pow).items() if k != "initial_difficulty"}
+        args.nodes = len(cfg.nodes)
+    for item in filter(None, (args.hash_share or "").split(",")):
+        node, _, share = item.partition("=")
+        shares[node.strip()] = float(share)
+    return shares or None, settings
+
+
+def run_pow_command(args: argparse.Namespace, seeds: list[int]) -> int:
+    shares, settings = pow_setup(args)
+    reports = []
+    for seed in seeds:
+        report = run_pow_sim(
+            args.nodes,
+            seed,
+            args.duration,
+            plan_from(args, seed),
+            shares=shares,
+            settings=settings,
+            faults=faults_from(args),
+            rate=args.rate,
+        )
+        reports.append(report)
+        if not args.json and (len(seeds) == 1 or not report.ok):
+            render_pow(report)
+    if args.json:
+        out = [r.to_json() for r in reports]
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
+    elif len(seeds) > 1:
+        failed = [r.seed for r in reports if not r.ok]
+        console.print(f"{len(seeds)} seeds, {len(failed)} with a violation {failed or ''}")
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def render_pow(r: PowSimReport) -> None:
+    table = Table(title=f"tally sim: {r.nodes} miners, seed {r.seed}", show_header=False)
+    rows = [
+        ("heights", ", ".join(f"{n} {h}" for n, h in r.heights.items())),
+        ("blocks by miner", ", ".join(f"{n} {c}" for n, c in sorted(r.blocks_by_miner.items()))),
+        ("reorganisations (deepest)", f"{r.reorgs} ({r.deepest_reorg})"),
+        ("txs sent", str(r.txs)),
+        ("virtual time / wall time", f"{r.virtual_s:.1f}s / {r.wall_s:.2f}s"),
+    ]
+    rows += [
+        (f"check: {v.name}", ("[green]ok[/] " if v.ok else "[red]VIOLATED[/] ") + v.detail)
+        for v in r.verdicts
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
