@@ -16,6 +16,7 @@ and `BlockMined` from the miner.  Actions out: `Mine` jobs, `CommitBlock`
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ from ledger.crypto import KeyPair
 from ledger.state import Receipt, State, build_block
 from ledger.tx import Tx
 
+log = logging.getLogger("tally.pow")
 FETCH_SPAN = 64  # blocks asked for at once when filling a gap
 
 
@@ -201,6 +203,7 @@ class PowReplica:
             except Rejected as e:
                 self.stats[f"rejected_{e.reason}"] += 1
                 self.last_rejection = str(e)
+                log.warning("%s: refused a block from %s: %s", self.node_id, sender, e)
                 continue
             accepted.append(block)
             accepted += self._connect_orphans(block.hash)
