@@ -194,6 +194,8 @@ BROKEN = {
     "same incomes": lambda a: a["incomes"].__setitem__(1, a["incomes"][0]),
     "bool weight": lambda a: a["lotteries"][0][3].__setitem__(0, True),
     "missing key": lambda a: a.pop("horizon"),
+    # would make validation count 3**(10**15) histories inside block execution
+    "huge horizon": lambda a: a.__setitem__("horizon", 10**15),
 }
 
 

@@ -203,9 +203,9 @@ def create(args: Mapping[str, Any], ctx: Context) -> Effect:
     windows = args.get("windows")
     if not isinstance(windows, list) or len(windows) != len(WINDOWS):
         raise ContractError("bad_terms", f"'windows' must be {len(WINDOWS)} block counts")
-    periods = _int(args, "periods", 1, MAX_PERIODS)
-    penalty = _int(args, "penalty", 0, MAX_INT // (8 * MAX_PERIODS))
-    fee = _int(args, "audit_fee", 0, MAX_INT // (8 * MAX_PERIODS))
+    periods = _int(args, "periods", 1, MAX_PERIODS, "bad_terms")
+    penalty = _int(args, "penalty", 0, MAX_INT // (8 * MAX_PERIODS), "bad_terms")
+    fee = _int(args, "audit_fee", 0, MAX_INT // (8 * MAX_PERIODS), "bad_terms")
     if penalty <= schedule.spread() + fee:
         raise ContractError(
             "bad_terms",
@@ -219,7 +219,7 @@ def create(args: Mapping[str, Any], ctx: Context) -> Effect:
         auditor,
         schedule,
         periods,
-        tuple(_int({"w": w}, "w", 1, MAX_WINDOW) for w in windows),
+        tuple(_int({"window": w}, "window", 1, MAX_WINDOW, "bad_terms") for w in windows),
         penalty,
         fee,
         (0, 0),
@@ -319,7 +319,7 @@ class _Step:
 
     def on_report(self, role: str, args: Mapping[str, Any]) -> None:
         n = len(self.rs.schedule.incomes)
-        report = _int(args, "report", 0, n - 1, reason="bad_args")
+        report = _int(args, "report", 0, n - 1)
         self.rs = replace(self.rs, reports=(*self.rs.reports, report))
         self.event("report", role, report)
         self.to_stage("reveal")
@@ -337,7 +337,7 @@ class _Step:
             self.draw()
 
     def on_audit(self, role: str, args: Mapping[str, Any]) -> None:
-        true = _int(args, "income", 0, len(self.rs.schedule.incomes) - 1, reason="bad_args")
+        true = _int(args, "income", 0, len(self.rs.schedule.incomes) - 1)
         self.event("audit", role, true)
         if self.rs.audit_fee:
             note = self.pay("agent2", self.rs.auditor, self.rs.audit_fee)
@@ -445,13 +445,10 @@ def _address(args: Mapping[str, Any], key: str) -> bytes:
     return v
 
 
-def _int(args: Mapping[str, Any], key: str, low: int, high: int, reason: str = "") -> int:
+def _int(args: Mapping[str, Any], key: str, low: int, high: int, reason: str = "bad_args") -> int:
     v = args.get(key)
     if type(v) is not int or not low <= v <= high:
-        why = reason or (
-            "bad_terms" if key in ("periods", "penalty", "audit_fee", "w") else "bad_args"
-        )
-        raise ContractError(why, f"{key!r} must be an integer in {low}..{high}")
+        raise ContractError(reason, f"{key!r} must be an integer in {low}..{high}")
     return v
 
 

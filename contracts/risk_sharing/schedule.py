@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 MAX_INCOMES = 16
 MAX_TRANSFERS = 64
 MAX_LOTTERIES = 1024
+MAX_HORIZON = 10  # 2 incomes over 10 periods already make 2046 report histories
 MAX_RESOLUTION = 10**12
 
 Key = tuple[int, tuple[int, ...], int]  # (period, reports, audit)
@@ -101,7 +102,11 @@ class Schedule(Struct):
             _bad("incomes must differ")
         if not 1 <= self.resolution <= MAX_RESOLUTION:
             _bad(f"resolution must be 1..{MAX_RESOLUTION}")
-        if self.horizon < 1 or sum(n**t for t in range(1, self.horizon + 1)) > MAX_LOTTERIES:
+        # bound the horizon before counting histories: the count grows as n ** horizon
+        if (
+            not 1 <= self.horizon <= MAX_HORIZON
+            or sum(n**t for t in range(1, self.horizon + 1)) > MAX_LOTTERIES
+        ):
             _bad(f"horizon must be at least 1 with at most {MAX_LOTTERIES} report histories")
         if len(self.table) != len(self.lotteries):
             _bad("two lotteries have the same (period, reports, audit)")

@@ -23,6 +23,7 @@ from consensus.pow.replica import PowReplica
 from consensus.pow.seal import PowTip
 from ledger.block import Block
 from node.faults.byzantine import Behaviour, Context, RawAction
+from node.faults.spec import FaultSpec
 
 
 def _own_blocks(ctx: Context, action: RawAction) -> list[Block]:
@@ -33,8 +34,8 @@ def _own_blocks(ctx: Context, action: RawAction) -> list[Block]:
 
 
 class Withhold(Behaviour):
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
         self.hidden: set[bytes] = set()
 
     def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
@@ -62,8 +63,8 @@ class SelfishMine(Withhold):
     """Eyal and Sirer (2014), reacting to each event: its own new block, or the public
     chain growing.  `lead` is how far its private chain is ahead of the public one."""
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
         self.public_height = 0
         self.race = False  # its block ties the public chain's: the next one decides
 
@@ -94,8 +95,8 @@ class SelfishMine(Withhold):
 
 
 class DoubleSpend(Withhold):
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
         self.payment = bytes.fromhex(str(self.spec.param("tx")))
         self.public: dict[bytes, Block] = {}  # honest blocks heard, kept from the replica
         self.outcome = "mining"  # then "released" or "gave_up"

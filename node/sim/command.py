@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import tomllib
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -111,13 +112,19 @@ def run_sim_command(args: argparse.Namespace) -> int:
         reports.append(report)
         if not args.json and (len(seeds) == 1 or not report.ok):
             render(report)
+    return finish(args, reports)
+
+
+def finish(args: argparse.Namespace, reports: list[Any]) -> int:
+    """Print the JSON (one report or a list) or a summary of many seeds; exit 1 on a
+    violation."""
     if args.json:
         out = [r.to_json() for r in reports]
         print(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
-    elif len(seeds) > 1:
+    elif len(reports) > 1:
         failed = [r.seed for r in reports if not r.ok]
         console.print(
-            f"{len(seeds)} seeds, {len(failed)} with a violation"
+            f"{len(reports)} seeds, {len(failed)} with a violation"
             + (f": {failed}" if failed else "")
         )
     return 0 if all(r.ok for r in reports) else 1
@@ -171,7 +178,7 @@ def pow_setup(args: argparse.Namespace) -> tuple[dict[str, float] | None, dict[s
 
 def run_pow_command(args: argparse.Namespace, seeds: list[int]) -> int:
     shares, settings = pow_setup(args)
-    reports = []
+    reports: list[PowSimReport] = []
     for seed in seeds:
         report = run_pow_sim(
             args.nodes,
@@ -186,13 +193,7 @@ def run_pow_command(args: argparse.Namespace, seeds: list[int]) -> int:
         reports.append(report)
         if not args.json and (len(seeds) == 1 or not report.ok):
             render_pow(report)
-    if args.json:
-        out = [r.to_json() for r in reports]
-        print(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
-    elif len(seeds) > 1:
-        failed = [r.seed for r in reports if not r.ok]
-        console.print(f"{len(seeds)} seeds, {len(failed)} with a violation {failed or ''}")
-    return 0 if all(r.ok for r in reports) else 1
+    return finish(args, reports)
 
 
 def render_pow(r: PowSimReport) -> None:
