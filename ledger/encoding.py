@@ -65,6 +65,7 @@ class Tag(IntEnum):
     POW_WORK = 0x25
     POW_SEAL = 0x26
     POW_TIP = 0x27
+    ENVELOPE = 0x28
 
 
 SIGNING_BIT = 0x80  # a struct's signing bytes use its tag | 0x80, so they never equal an encoding

@@ -39,6 +39,13 @@ def add_pbft_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--out", help="also write the JSON result to this file")
     p.add_argument("--keep", action="store_true", help="keep the cluster's directory")
+    p.add_argument(
+        "--transport",
+        choices=("tcp", "mqtt"),
+        default="tcp",
+        help="tcp (default), or mqtt through a spawned Mosquitto, measured beside a TCP run "
+        "of the same load",
+    )
 
 
 def free_ports(count: int) -> list[int]:
@@ -52,11 +59,13 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def write_cluster(workdir: Path, args: argparse.Namespace) -> Path:
+def write_cluster(workdir: Path, args: argparse.Namespace, transport: str = "tcp") -> Path:
     accounts = {f"bench{i:03d}": 1_000_000_000 for i in range(args.accounts)}
     pbft = {"batch_size_max": args.batch_size, "batch_wait_ms": args.batch_wait_ms}
+    mqtt = {"broker": "spawn"} if transport == "mqtt" else None
     path = workdir / "cluster.toml"
-    path.write_text(local_cluster_toml("bench", free_ports(2 * args.nodes), accounts, pbft))
+    ports = free_ports(2 * args.nodes)
+    path.write_text(local_cluster_toml("bench", ports, accounts, pbft, mqtt=mqtt))
     return path
 
 
@@ -80,10 +89,31 @@ def run_phase(config: Path, rate: int, duration: float, out: Path) -> dict[str, 
 
 
 def run_pbft_bench(args: argparse.Namespace) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="tally-bench-"))
-    config = write_cluster(workdir, args)
+    transports = ["tcp", "mqtt"] if args.transport == "mqtt" else ["tcp"]
+    phases = []
+    for transport in transports:
+        phases += run_cluster(args, transport)
+    result = {
+        "bench": "pbft",
+        "nodes": args.nodes,
+        "transports": transports,
+        "machine": machine(),
+        "phases": phases,
+    }
+    render(result)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_cluster(args: argparse.Namespace, transport: str) -> list[dict[str, Any]]:
+    """The phases of one transport, on a fresh cluster of its own."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"tally-bench-{transport}-"))
+    config = write_cluster(workdir, args, transport)
     cfg = load_config(config)
-    console.print(f"bench: {args.nodes} nodes in {workdir}")
+    console.print(f"bench: {args.nodes} nodes over {transport} in {workdir}")
     launcher.up(cfg, log_level="WARNING")
     phases = []
     try:
@@ -96,13 +126,7 @@ def run_pbft_bench(args: argparse.Namespace) -> int:
         launcher.down(cfg)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    result = {"bench": "pbft", "nodes": args.nodes, "machine": machine(), "phases": phases}
-    render(result)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    return 0
+    return [{"transport": transport, **phase} for phase in phases]
 
 
 def machine() -> dict[str, Any]:
@@ -116,6 +140,7 @@ def machine() -> dict[str, Any]:
 def render(result: dict[str, Any]) -> None:
     table = Table(title=f"tally bench pbft: {result['nodes']} nodes, signed transfers")
     for col in (
+        "transport",
         "phase",
         "offered tx/s",
         "committed tx/s",
@@ -130,6 +155,7 @@ def render(result: dict[str, Any]) -> None:
     for p in result["phases"]:
         lat = p["latency_ms"]
         table.add_row(
+            p["transport"],
             p["mode"],
             str(p["offered_tps"] or "max"),
             str(p["committed_tps"]),

@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.tx import transfer
-from node import launcher
+from node import broker, launcher
 from node.accounts import account_key, resolve_address
-from node.bootstrap import load_genesis, pow_config
+from node.bootstrap import ensure_initialized, load_genesis, pow_config
 from node.config import ClusterConfig, ConfigError, load_config
 from node.contractcmd import add_contract_arguments, cmd_contract
 from node.designcmd import add_design_arguments, cmd_design
@@ -29,6 +29,7 @@ from node.faults.spec import FaultError
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
 from node.sim.command import add_sim_arguments, run_sim_command
+from node.tlscerts import ensure_tls
 from node.verify import verify_node
 
 # Piped output (logs, CI) has no terminal width: use one that fits the status table.
@@ -54,10 +55,40 @@ def cmd_up(args: argparse.Namespace, cfg: ClusterConfig) -> int:
     if args.fresh:
         wipe(cfg)
     started = launcher.up(cfg, timeout_s=args.timeout)
+    if cfg.transport == "mqtt":
+        where = broker.address(cfg)
+        scheme = "mqtts" if where.tls else "mqtt"
+        how = f"started (pid {started['broker']})" if "broker" in started else "running"
+        if not cfg.mqtt.spawn:
+            how = "external"
+        console.print(f"broker: {how}, {scheme}://{where.host}:{where.port}/{cfg.topic_prefix}")
     for node in cfg.nodes:
         how = f"started (pid {started[node.id]})" if node.id in started else "already running"
         console.print(f"{node.id}: {how}, rpc {node.rpc_url}")
     console.print(f"[green]cluster {cfg.name!r} is up[/]; logs in {cfg.data_dir / 'logs'}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    """Make what `tally up` would make on first start, without starting anything."""
+    genesis = ensure_initialized(cfg)
+    made = ensure_tls(cfg) if cfg.transport == "mqtt" and cfg.mqtt.tls and cfg.mqtt.spawn else []
+    table = Table(title=f"keys of {cfg.name!r} (chain {genesis.chain_id})")
+    for col in ("what", "path"):
+        table.add_column(col)
+    for n in cfg.nodes:
+        table.add_row(f"node key {n.id}", str(cfg.node_key_path(n.id)))
+    for name in cfg.accounts:
+        table.add_row(f"account key {name}", str(cfg.account_key_path(name)))
+    if cfg.transport == "mqtt" and cfg.mqtt.tls:
+        ca, _, _ = cfg.tls_paths(cfg.nodes[0].id)
+        table.add_row("broker CA", str(ca))
+        for n in cfg.nodes:
+            _, cert, key = cfg.tls_paths(n.id)
+            table.add_row(f"TLS client {n.id}", f"{cert} / {key}")
+    console.print(table)
+    if made:
+        console.print(f"made {len(made)} TLS certificate(s) in {cfg.tls_dir}")
     return 0
 
 
@@ -288,7 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = add("up", cmd_up, "start the cluster (keys and genesis are made on first start)")
     up.add_argument("--fresh", action="store_true", help="stop it and delete data_dir first")
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for health")
-    add("down", cmd_down, "stop exactly the node processes `up` started")
+    add("down", cmd_down, "stop exactly the processes `up` started (nodes, then the broker)")
+    add(
+        "keys",
+        cmd_keys,
+        "make node and account keys, genesis and, for MQTT with TLS, the certificates",
+    )
     add("status", cmd_status, "one row per node: role, height, view, last hash", json_=True)
 
     tx = sub.add_parser("tx", help="submit a signed transaction").add_subparsers(

@@ -11,13 +11,17 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from aiohttp import web
 
 from consensus.pbft.replica import Replica
 from consensus.pow.replica import PowReplica
+from ledger.block import Genesis
+from ledger.crypto import KeyPair
 from ledger.encoding import decode_any
 from ledger.store import Store
+from node import broker
 from node.auth import KeyAuthenticator
 from node.bootstrap import load_genesis, load_key, pbft_config, pow_config
 from node.config import ClusterConfig, ConfigError, load_config
@@ -29,6 +33,9 @@ from node.powboot import recent_chain
 from node.rpc import admin, methods
 from node.rpc.jsonrpc import Dispatcher, make_app
 from node.runtime import NodeRuntime
+from node.tlscerts import client_context
+from node.transport.envelope import Opener, Sealer
+from node.transport.mqtt import MqttLink, MqttTransport
 from node.transport.tcp import TcpTransport
 
 log = logging.getLogger("tally.node")
@@ -39,7 +46,7 @@ def build_node(
 ) -> tuple[NodeRuntime, web.Application]:
     """The node's runtime and RPC app.  A twin (fault injection) shares the member's key but
     has its own store and an unlisted peer port, so it only speaks, as that member."""
-    spec = cfg.node(node_id)
+    cfg.node(node_id)  # an unknown id fails here, with the ids there are
     genesis = load_genesis(cfg)
     key = load_key(cfg.node_key_path(node_id))
     db = cfg.twin_db_path(node_id) if twin else cfg.db_path(node_id)
@@ -56,15 +63,9 @@ def build_node(
         records = [decode_any(r) for r in store.consensus_records()]
         config = pbft_config(cfg, genesis)
         replica = Replica(config, node_id, key, store.state, store.last_header, records)
-    tcp = TcpTransport(
-        node_id,
-        (spec.host, listen_port or spec.port),
-        {n.id: (n.host, n.port) for n in cfg.nodes},
-        KeyAuthenticator(genesis.chain_id, node_id, key, genesis.members),
-        max_frame=cfg.max_frame_bytes,
-    )
+    inner = build_transport(cfg, node_id, key, genesis, listen_port)
     rules = NetworkRules(node_id)
-    transport = FaultyTransport(tcp, rules, cfg.node_ids(), seed=int.from_bytes(os.urandom(4)))
+    transport = FaultyTransport(inner, rules, cfg.node_ids(), seed=int.from_bytes(os.urandom(4)))
     byzantine = Byzantine(node_id, cfg.node_ids(), seed=int.from_bytes(os.urandom(4)))
     byzantine.attach(replica)
     faults = FaultController(node_id, rules, byzantine)
@@ -79,6 +80,39 @@ def build_node(
     return runtime, make_app(dispatcher)
 
 
+def build_transport(
+    cfg: ClusterConfig, node_id: str, key: KeyPair, genesis: Genesis, listen_port: int | None
+) -> TcpTransport | MqttTransport:
+    """The configured transport, before fault injection wraps it."""
+    if cfg.transport == "mqtt":
+        where = broker.address(cfg)
+        m = cfg.mqtt
+        link = MqttLink(
+            where.host,
+            where.port,
+            cfg.topic_prefix,
+            tls=client_context(*cfg.tls_paths(node_id)) if where.tls else None,
+            username=m.username or None,
+            password=m.password or None,
+            protocol=m.protocol,
+            keepalive_s=m.keepalive_s,
+        )
+        # The epoch orders this node's runs for its peers' replay windows.
+        sealer = Sealer(genesis.chain_id, node_id, key, epoch=time.time_ns() // 1000)
+        opener = Opener(genesis.chain_id, node_id, genesis.members, m.max_age_ms)
+        return MqttTransport(
+            node_id, cfg.node_ids(), link, sealer, opener, max_frame=cfg.max_frame_bytes
+        )
+    spec = cfg.node(node_id)
+    return TcpTransport(
+        node_id,
+        (spec.host, listen_port or spec.port),
+        {n.id: (n.host, n.port) for n in cfg.nodes},
+        KeyAuthenticator(genesis.chain_id, node_id, key, genesis.members),
+        max_frame=cfg.max_frame_bytes,
+    )
+
+
 async def serve(cfg: ClusterConfig, node_id: str, twin: bool = False) -> None:
     runtime, app = build_node(cfg, node_id, twin)
     spec = cfg.node(node_id)
@@ -91,12 +125,13 @@ async def serve(cfg: ClusterConfig, node_id: str, twin: bool = False) -> None:
     await runner.setup()
     if not twin:  # a twin has no RPC: it is only a second voice for the member's key
         await web.TCPSite(runner, spec.host, spec.rpc_port).start()
+    peers = f"broker {cfg.topic_prefix}/" if cfg.transport == "mqtt" else f"peers on {spec.port}"
     log.info(
-        "node %s up: chain %s height %d, peers on %d, rpc on %d",
+        "node %s up: chain %s height %d, %s, rpc on %d",
         node_id,
         runtime.chain_id,
         runtime.store.height,
-        spec.port,
+        peers,
         spec.rpc_port,
     )
     await stop.wait()

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mosquitto import need_mosquitto
+
 from node import launcher
 from node.bench import free_ports
 from node.config import ClusterConfig, load_config, local_cluster_toml
@@ -28,11 +30,13 @@ def live_cluster(
     extra_toml: str = "",
     nodes: int = 4,
     pow: dict[str, int] | None = None,
+    transport: str = "tcp",
 ) -> Iterator[ClusterConfig]:
-    """Write a cluster.toml (proof of work with `pow` settings), start it, and stop exactly
-    its processes afterwards."""
+    """Write a cluster.toml (proof of work with `pow` settings; over `transport`, a key of
+    TRANSPORTS), start it, and stop exactly its processes (and broker) afterwards."""
     path = directory / "cluster.toml"
-    toml = local_cluster_toml(name, free_ports(2 * nodes), accounts, pbft, pow)
+    mqtt = transport_settings(transport)
+    toml = local_cluster_toml(name, free_ports(2 * nodes), accounts, pbft, pow, mqtt)
     path.write_text(toml + extra_toml)
     cfg = load_config(path)
     launcher.up(cfg, timeout_s=30)
@@ -40,6 +44,22 @@ def live_cluster(
         yield cfg
     finally:
         launcher.down(cfg)
+
+
+# The transports an end-to-end module can run over: [mqtt] settings (None: TCP).
+TRANSPORTS: dict[str, dict[str, Any] | None] = {
+    "tcp": None,
+    "mqtt": {"broker": "spawn"},
+    "mqtt-tls": {"broker": "spawn", "tls": True},
+}
+
+
+def transport_settings(transport: str) -> dict[str, Any] | None:
+    """The [mqtt] table for `transport`; skips the test when Mosquitto is missing."""
+    settings = TRANSPORTS[transport]
+    if settings is not None:
+        need_mosquitto()
+    return settings
 
 
 def kill9(cfg: ClusterConfig, node: str) -> None:

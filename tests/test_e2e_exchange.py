@@ -47,14 +47,17 @@ TABLE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterConfig]:
+@pytest.fixture(scope="module", params=["tcp", "mqtt-tls"])
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ClusterConfig]:
     directory = tmp_path_factory.mktemp("exchange")
     with live_cluster(
         directory,
         "exchange",
         dict.fromkeys(PARTIES, START),
         {"batch_wait_ms": 5, "status_interval_ms": 200},
+        transport=request.param,
     ) as cfg:
         yield cfg
 

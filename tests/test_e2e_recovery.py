@@ -35,10 +35,12 @@ PBFT = {
 }
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterConfig]:
+@pytest.fixture(scope="module", params=["tcp", "mqtt"])
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ClusterConfig]:
     directory = tmp_path_factory.mktemp("recovery")
-    with live_cluster(directory, "recovery", ACCOUNTS, PBFT) as cfg:
+    with live_cluster(directory, "recovery", ACCOUNTS, PBFT, transport=request.param) as cfg:
         yield cfg
 
 

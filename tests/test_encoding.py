@@ -51,6 +51,7 @@ from ledger.merkle import EMPTY_ROOT
 from ledger.state import Account, Receipt
 from ledger.tx import Tx, transfer
 from node.auth import Hello
+from node.transport.envelope import Envelope
 
 # ---------------------------------------------------------------------------
 # Golden vectors.  Computed once and pasted: if any of these change, every
@@ -261,6 +262,9 @@ COMMITS = st.builds(Commit, INTS, INTS, BYTES, INTS, BYTES)
 FORWARDS = st.builds(ForwardTxs, tuples(TXS))
 CERTIFICATES = st.builds(CommitCertificate, INTS, INTS, BYTES, tuples(COMMITS, 4))
 HELLOS = st.builds(Hello, TEXT, TEXT, TEXT, BYTES, BYTES)
+ENVELOPES = st.builds(
+    Envelope, TEXT, TEXT, TEXT, INTS, INTS, INTS, st.lists(BYTES, max_size=4).map(tuple), BYTES
+)
 CONTRACT_RECORDS = st.builds(ContractRecord, BYTES, TEXT, BYTES, INTS, st.booleans())
 EXCHANGE_MOVES = st.builds(ExchangeMove, INTS, TEXT, TEXT, BYTES)
 EXCHANGES = st.builds(
@@ -351,6 +355,7 @@ ROUND_TRIP_CASES: list[tuple[type[Struct], st.SearchStrategy[Any]]] = [
     (Blocks, BLOCK_LISTS),
     (CommitCertificate, CERTIFICATES),
     (Hello, HELLOS),
+    (Envelope, ENVELOPES),
     (ContractRecord, CONTRACT_RECORDS),
     (ExchangeMove, EXCHANGE_MOVES),
     (Exchange, EXCHANGES),

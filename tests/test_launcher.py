@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 
-from node.launcher import _cmdline
+from node.procs import _cmdline
 
 
 def test_a_process_just_started_is_recognised_by_its_command_line() -> None:

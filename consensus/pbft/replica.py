@@ -766,6 +766,10 @@ class Replica:
             own = self.view_changes.get(self.view, {}).get(self.me)
             if own is not None:
                 out.append(Send(peer, own))
+        if st.stable_seq < self.stable_seq:
+            # It missed the CHECKPOINTs that made ours stable (it was down, or they were
+            # lost): the proof lets it move its watermarks once it has caught up.
+            out.extend(Send(peer, cp) for cp in self.stable_proof)
         self._maybe_fetch(out)
 
     def _note_height(self, replica: int, height: int) -> None:

@@ -94,7 +94,9 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
             "queue": node.queue.qsize(),
             "uptime_s": round((now_ms() - node.started_ms) / 1000, 1),
             "consensus": dict(replica.stats),
-            "errors": dict(node.errors) | {f"rpc{k}": v for k, v in dispatcher.errors.items()},
+            "errors": dict(node.errors)
+            | {f"rpc{k}": v for k, v in dispatcher.errors.items()}
+            | {f"transport_{k}": v for k, v in node.transport.stats.rejected.items()},
             "transport": vars(node.transport.stats),
         }
 

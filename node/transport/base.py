@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 # (peer_id, payload). The reader awaits it before reading the next frame, which gives
@@ -39,6 +39,9 @@ class TransportStats:
     oversize_frames: int = 0  # authenticated peers that announced a frame over max_frame
     connections_accepted: int = 0
     reconnects: int = 0  # outbound dial attempts after a failure or a lost connection
+    # Messages refused after the connection was authenticated, by reason (MQTT envelopes:
+    # garbage, foreign, misrouted, stale, replayed, forged, oversize).
+    rejected: dict[str, int] = field(default_factory=dict)
 
 
 class Transport(Protocol):

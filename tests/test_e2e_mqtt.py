@@ -1,0 +1,178 @@
+"""End to end over MQTT: real node processes talking through a real, spawned Mosquitto.
+
+The shared end-to-end modules (commit, view change, catch-up, a contract) run over MQTT by
+parametrisation; this module holds what only a broker can do: go away and come back, and
+let a stranger publish on the cluster's topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import aiomqtt
+import pytest
+from livecluster import live_cluster, wait_for
+
+from ledger.crypto import KeyPair
+from ledger.tx import transfer
+from node import broker, launcher
+from node.accounts import account_key
+from node.bootstrap import load_genesis
+from node.config import ClusterConfig
+from node.rpc.client import RpcClient
+from node.transport.envelope import BROADCAST, Envelope, Sealer
+
+pytestmark = pytest.mark.e2e
+ACCOUNTS = {"alice": 1_000_000, "bob": 1_000_000}
+PBFT = {"batch_wait_ms": 5, "status_interval_ms": 250, "view_change_timeout_ms": 1000}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterConfig]:
+    directory = tmp_path_factory.mktemp("mqtt")
+    with live_cluster(directory, "mqtt", ACCOUNTS, PBFT, transport="mqtt") as cfg:
+        yield cfg
+    assert launcher.running_pid(cfg, "broker") is None, "tally down leaves no broker behind"
+    # Every node left the broker with a DISCONNECT, not by dropping the connection.
+    ending = re.compile(r"Client tally-mqtt-(n\d)-\w+ (disconnected|closed its connection)")
+    last = {m[1]: m[2] for m in ending.finditer(cfg.log_path("broker").read_text())}
+    assert last == dict.fromkeys(cfg.node_ids(), "disconnected")
+
+
+async def call(cfg: ClusterConfig, node: str, method: str, **params: Any) -> Any:
+    async with RpcClient(cfg.node(node).rpc_url, timeout=60) as client:
+        return await client.call(method, **params)
+
+
+async def transfers(cfg: ClusterConfig, count: int, amount: int = 1) -> list[str]:
+    """Submit `count` transfers alice -> bob (to rotating nodes); their tx ids."""
+    alice, bob = account_key(cfg, "alice"), account_key(cfg, "bob")
+    nonce = (await call(cfg, "n1", "get_account", address=alice.address.hex()))["next_nonce"]
+    chain = load_genesis(cfg).chain_id
+    ids = []
+    for i in range(count):
+        tx = transfer(alice, chain, nonce + i, bob.address, amount)
+        node = cfg.nodes[i % len(cfg.nodes)].id
+        await call(cfg, node, "submit_tx", tx=tx.encode().hex())
+        ids.append(tx.tx_id.hex())
+    return ids
+
+
+async def committed_everywhere(cfg: ClusterConfig, ids: list[str]) -> dict[str, int]:
+    """Wait until every node has every tx; return tx id -> height (the same on all nodes)."""
+
+    async def all_there() -> dict[str, int] | None:
+        heights: dict[str, int] = {}
+        for node in cfg.node_ids():
+            for tx_id in ids:
+                try:
+                    got = await call(cfg, node, "get_tx", tx_id=tx_id)
+                except Exception:
+                    return None
+                if "height" not in got:  # still pending
+                    return None
+                if heights.setdefault(tx_id, got["height"]) != got["height"]:
+                    raise AssertionError(f"{tx_id} at two heights")
+        return heights
+
+    result: dict[str, int] = await wait_for(all_there, f"{len(ids)} txs on every node", 60)
+    return result
+
+
+def check(cfg: ClusterConfig) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "node.cli", "-c", str(cfg.path), "check", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report: dict[str, Any] = json.loads(out.stdout)
+    return report
+
+
+async def test_a_rogue_client_changes_nothing_and_is_counted(cluster: ClusterConfig) -> None:
+    cfg = cluster
+    where = broker.address(cfg)
+    prefix = cfg.topic_prefix
+    async with aiomqtt.Client(where.host, where.port) as rogue:
+        await rogue.subscribe(f"{prefix}/#", qos=1)
+        await committed_everywhere(cfg, await transfers(cfg, 3))
+        captured = [m.payload async for m in _take(rogue, 5)]
+        before = {n: await call(cfg, n, "status") for n in cfg.node_ids()}
+        members = cfg.node_ids()
+        for payload in captured:
+            assert isinstance(payload, bytes)
+            env = Envelope.decode(payload)
+            await rogue.publish(f"{prefix}/all", payload, qos=1)  # replayed to everyone
+            forged = replace(env, seq=env.seq + 10**6, frames=(b"\x13forged",), to=BROADCAST)
+            await rogue.publish(f"{prefix}/all", forged.encode(), qos=1)
+        impostor = Sealer(load_genesis(cfg).chain_id, "n0", KeyPair(b"\x01" * 32), 1)
+        for node in members:
+            await rogue.publish(f"{prefix}/inbox/{node}", os.urandom(64), qos=1)
+            junk = impostor.seal(node, [b"\x13junk"], int(time.time() * 1000))
+            await rogue.publish(f"{prefix}/inbox/{node}", junk, qos=1)
+
+    async def counted() -> dict[str, dict[str, int]] | None:
+        errors = {n: (await call(cfg, n, "status"))["errors"] for n in members}
+        ok = all(
+            e.get("transport_garbage", 0) >= 1 and e.get("transport_forged", 0) >= 1
+            for e in errors.values()
+        )
+        return errors if ok else None
+
+    errors = await wait_for(counted, "the rogue's messages counted on every node", 20)
+    assert sum(e.get("transport_replayed", 0) for e in errors.values()) >= len(captured)
+
+    # Nothing else changed: the same chain, and it still commits.
+    ids = await transfers(cfg, 2)
+    await committed_everywhere(cfg, ids)
+    report = check(cfg)
+    assert not report["divergence"]
+    bob = account_key(cfg, "bob").address.hex()
+    for node in members:
+        assert (await call(cfg, node, "status"))["height"] >= before[node]["height"]
+        assert (await call(cfg, node, "get_account", address=bob))["balance"] == 1_000_005
+
+
+async def _take(client: aiomqtt.Client, count: int) -> Any:
+    async with asyncio.timeout(10):
+        async for message in client.messages:
+            yield message
+            count -= 1
+            if count == 0:
+                return
+
+
+async def test_the_cluster_survives_a_broker_restart_and_loses_nothing(
+    cluster: ClusterConfig,
+) -> None:
+    cfg = cluster
+    first = await committed_everywhere(cfg, await transfers(cfg, 20))
+    reconnects = {
+        n: (await call(cfg, n, "status"))["transport"]["reconnects"] for n in cfg.node_ids()
+    }
+    pid = launcher.running_pid(cfg, "broker")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    while launcher.running_pid(cfg, "broker") is not None:
+        await asyncio.sleep(0.02)
+    # Submitted while the broker is down: accepted into mempools, ordered once it is back.
+    during = await transfers(cfg, 10)
+    await asyncio.sleep(1.0)
+    assert broker.start(cfg) is not None
+    later = await committed_everywhere(cfg, during + await transfers(cfg, 10))
+    # What was committed before is still there, at the same heights, on every node.
+    assert await committed_everywhere(cfg, list(first)) == first
+    assert min(later.values()) > max(first.values())
+    for node in cfg.node_ids():
+        status = await call(cfg, node, "status")
+        assert status["transport"]["reconnects"] > reconnects[node]
+    report = check(cfg)
+    assert not report["divergence"]
