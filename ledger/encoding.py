@@ -79,10 +79,13 @@ def hash_bytes(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+_SCALARS = frozenset({bytes, str, bool, type(None)})
+
+
 def _canonical(value: Any, depth: int = 0) -> Any:
     """Check a plain value is encodable and return it with maps key-sorted."""
     kind = type(value)
-    if kind is bytes or kind is str or kind is bool or value is None:
+    if kind in _SCALARS:
         return value
     if kind is int:
         if not MIN_INT <= value <= MAX_INT:
@@ -91,7 +94,13 @@ def _canonical(value: Any, depth: int = 0) -> Any:
     if depth >= MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     if kind is list or kind is tuple:
-        return [_canonical(v, depth + 1) for v in value]
+        # Scalars inline: this runs on every message encoded or decoded, mostly on flat lists.
+        return [
+            v
+            if type(v) in _SCALARS or (type(v) is int and MIN_INT <= v <= MAX_INT)
+            else _canonical(v, depth + 1)
+            for v in value
+        ]
     if isinstance(value, Mapping):
         if not all(type(k) is str for k in value):
             raise ValueError("map keys must be str")
@@ -158,7 +167,12 @@ class Struct:
         return cached
 
     def signing_bytes(self) -> bytes:
-        return bytes([self.TAG | SIGNING_BIT]) + pack(self.to_list(self.UNSIGNED))
+        # Cached like encode(): a message is verified where it arrives and again in proofs.
+        cached: bytes | None = self.__dict__.get("_signing")
+        if cached is None:
+            cached = bytes([self.TAG | SIGNING_BIT]) + pack(self.to_list(self.UNSIGNED))
+            object.__setattr__(self, "_signing", cached)
+        return cached
 
     def sha256(self) -> bytes:
         cached: bytes | None = self.__dict__.get("_hash")

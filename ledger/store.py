@@ -8,7 +8,7 @@ reloaded and its root checked against the last block's header.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +94,22 @@ class Store:
     @property
     def height(self) -> int:
         return self.last_header.height
+
+    def iter_blocks(self, start: int = 1) -> Iterator[Block]:
+        """The stored blocks from `start` on, streamed in height order (for replay)."""
+        txs = self._db.cursor().execute(
+            "SELECT height, raw FROM txs WHERE height >= ? ORDER BY height, idx", (start,)
+        )
+        pending = txs.fetchone()
+        rows = self._db.cursor().execute(
+            "SELECT height, header, proof FROM blocks WHERE height >= ? ORDER BY height", (start,)
+        )
+        for height, header, proof in rows:
+            body = []
+            while pending is not None and pending[0] == height:
+                body.append(Tx.decode(bytes(pending[1])))
+                pending = txs.fetchone()
+            yield Block(BlockHeader.decode(bytes(header)), tuple(body), bytes(proof))
 
     def append(self, block: Block, receipts: tuple[Receipt, ...], state: State) -> None:
         """Durably add the next block with its receipts and the state after it."""

@@ -20,6 +20,7 @@ from rich.table import Table
 from ledger.tx import transfer
 from node import broker, launcher
 from node.accounts import account_key, resolve_address
+from node.bench import add_pbft_arguments
 from node.bootstrap import ensure_initialized, load_genesis, pow_config
 from node.config import ClusterConfig, ConfigError, load_config
 from node.contractcmd import add_contract_arguments, cmd_contract
@@ -287,8 +288,28 @@ def cmd_bench(args: argparse.Namespace, cfg: ClusterConfig) -> int:
         from node.designbench import run_design_bench
 
         return run_design_bench(args)
-    from node.bench import run_pbft_bench
+    if args.bench == "contracts":
+        from node.contractbench import run_contract_bench
 
+        return run_contract_bench(args)
+    if args.bench == "replay":
+        from node.replaybench import run_replay_bench
+
+        return run_replay_bench(args)
+    if args.bench == "sim":
+        from node.simbench import run_sim_bench
+
+        return run_sim_bench(args)
+    if args.bench == "suite":
+        from node.benchsuite import run_suite
+
+        return run_suite(args)
+    from node.bench import run_memory_bench, run_pbft_bench
+
+    if args.bench == "memory":
+        return run_memory_bench(args)
+    if args.bench == "transport":
+        args.transport = "mqtt"
     return run_pbft_bench(args)
 
 
@@ -375,8 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_arguments(sim)
 
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
-    from node.bench import add_pbft_arguments
-
     bp = b.add_parser("pbft", help="PBFT throughput and latency with real processes")
     bp.set_defaults(fn=cmd_bench)
     add_pbft_arguments(bp)
@@ -394,7 +413,37 @@ def build_parser() -> argparse.ArgumentParser:
     bd = b.add_parser("risk-design", help="time to design a multiperiod risk-sharing program")
     bd.set_defaults(fn=cmd_bench)
     add_design_bench_arguments(bd)
+    _add_suite_benches(b)
     return p
+
+
+def _add_suite_benches(b: Any) -> None:
+    from node.bench import add_memory_arguments
+    from node.benchsuite import add_suite_arguments
+    from node.contractbench import add_contract_bench_arguments
+    from node.replaybench import add_replay_arguments
+    from node.simbench import add_sim_bench_arguments
+
+    benches: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
+        ("transport", "PBFT over TCP and over MQTT, the same load, one run", add_pbft_arguments),
+        (
+            "contracts",
+            "exchange and risk-sharing contract calls on a live cluster",
+            add_contract_bench_arguments,
+        ),
+        (
+            "replay",
+            "rebuild state from stored blocks, trusting commit certificates",
+            add_replay_arguments,
+        ),
+        ("sim", "simulator speed: simulated seconds per wall second", add_sim_bench_arguments),
+        ("memory", "peak RSS per node while committing many transfers", add_memory_arguments),
+        ("suite", "every benchmark, one after another, and a Markdown report", add_suite_arguments),
+    ]
+    for name, help_, add in benches:
+        sp = b.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=cmd_bench)
+        add(sp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ class PbftSettings:
     batch_size_max: int = 500
     batch_wait_ms: int = 10
     window: int = 8
+    partial_in_flight: int = 1
     checkpoint_interval: int = 32
     view_change_timeout_ms: int = 1000
     status_interval_ms: int = 500

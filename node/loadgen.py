@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from ledger.tx import Tx, transfer
+from ledger.tx import transfer
 from node.accounts import account_key
 from node.bootstrap import load_genesis
 from node.config import ClusterConfig, load_config
@@ -25,11 +25,14 @@ from node.rpc.jsonrpc import RpcError
 
 TICK_S = 0.005
 SATURATION_IN_FLIGHT = 4000
-SATURATION_RATE_CAP = 20_000  # presigned txs per second of a saturation run
+SATURATION_RATE_CAP = 10_000  # presigned txs per second of a saturation run
+
+Work = tuple[int, bytes, str]  # (node index, tx id, signed tx as hex): lean, for millions
 
 
-async def presign(cfg: ClusterConfig, count: int) -> list[tuple[int, Tx]]:
-    """`count` transfers as (node index, tx): each sender sticks to one node, in nonce order."""
+async def presign(cfg: ClusterConfig, count: int) -> list[Work]:
+    """`count` transfers, signed before the clock starts: each sender sticks to one node,
+    in nonce order."""
     genesis = load_genesis(cfg)
     names = sorted(cfg.accounts)
     keys = [account_key(cfg, n) for n in names]
@@ -40,7 +43,8 @@ async def presign(cfg: ClusterConfig, count: int) -> list[tuple[int, Tx]]:
     for i in range(count):
         s = i % len(keys)
         to = keys[(s + 1) % len(keys)].address
-        out.append((s % len(cfg.nodes), transfer(keys[s], genesis.chain_id, nonces[s], to, 1)))
+        tx = transfer(keys[s], genesis.chain_id, nonces[s], to, 1)
+        out.append((s % len(cfg.nodes), tx.tx_id, tx.encode().hex()))
         nonces[s] += 1
     return out
 
@@ -54,13 +58,11 @@ class Run:
         self.rejected = 0
         self.pending: set[asyncio.Task[None]] = set()
 
-    async def submit(self, node: int, txs: list[Tx]) -> None:
+    async def submit(self, node: int, txs: list[tuple[bytes, str]]) -> None:
         now = time.monotonic()
-        for tx in txs:
-            self.submitted[tx.tx_id] = now
-        results = await self.clients[node].batch(
-            [("submit_tx", {"tx": tx.encode().hex()}) for tx in txs]
-        )
+        for tx_id, _ in txs:
+            self.submitted[tx_id] = now
+        results = await self.clients[node].batch([("submit_tx", {"tx": raw}) for _, raw in txs])
         self.rejected += sum(isinstance(r, RpcError) for r in results)
 
     async def watch(self, stop: asyncio.Event) -> None:
@@ -76,7 +78,7 @@ class Run:
             height = top
             await asyncio.sleep(TICK_S)
 
-    async def drive(self, work: list[tuple[int, Tx]]) -> tuple[float, float]:
+    async def drive(self, work: list[Work]) -> tuple[float, float]:
         start, i = time.monotonic(), 0
         end = start + self.duration
         while (now := time.monotonic()) < end and i < len(work):
@@ -84,9 +86,9 @@ class Run:
                 due = min(len(work), int((now - start) * self.rate)) - i
             else:
                 due = SATURATION_IN_FLIGHT - (len(self.submitted) - len(self.committed))
-            by_node: dict[int, list[Tx]] = {}
-            for node, tx in work[i : i + max(0, due)]:
-                by_node.setdefault(node, []).append(tx)
+            by_node: dict[int, list[tuple[bytes, str]]] = {}
+            for node, tx_id, raw in work[i : i + max(0, due)]:
+                by_node.setdefault(node, []).append((tx_id, raw))
             i += max(0, due)
             for node, txs in by_node.items():
                 task = asyncio.create_task(self.submit(node, txs))
@@ -96,8 +98,11 @@ class Run:
         return start, time.monotonic()
 
 
-async def run(cfg: ClusterConfig, rate: int, duration: float, drain_s: float) -> dict[str, Any]:
+async def run(
+    cfg: ClusterConfig, rate: int, duration: float, drain_s: float, total: int | None = None
+) -> dict[str, Any]:
     count = int(rate * duration) if rate else int(SATURATION_RATE_CAP * duration)
+    count = min(count, total) if total else count
     work = await presign(cfg, count)
     r = Run(cfg, rate, duration)
     stop = asyncio.Event()
@@ -145,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for stragglers")
     p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--total", type=int, help="stop after submitting this many txs")
     args = p.parse_args(argv)
-    result = asyncio.run(run(load_config(args.config), args.rate, args.duration, args.drain))
+    cfg = load_config(args.config)
+    result = asyncio.run(run(cfg, args.rate, args.duration, args.drain, args.total))
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     return 0

@@ -14,6 +14,10 @@ class PbftConfig:
     batch_size_max: int = 500
     batch_wait_ms: int = 10
     window: int = 8  # batches in flight beyond the last executed
+    # A batch that is not full is proposed only while fewer than this many are in flight:
+    # under load the batches then grow with the load instead of paying per-block costs on
+    # many small ones; when idle, a lone tx still goes out after batch_wait_ms.
+    partial_in_flight: int = 1
     checkpoint_interval: int = 32  # K: a checkpoint every K blocks
     view_change_timeout_ms: int = 1000  # doubles with each view that fails in a row
     status_interval_ms: int = 500  # heartbeat period
@@ -27,6 +31,8 @@ class PbftConfig:
             raise ValueError("member node ids must be unique")
         if self.batch_size_max < 1 or self.batch_wait_ms < 0 or self.window < 1:
             raise ValueError("batch_size_max and window must be >= 1, batch_wait_ms >= 0")
+        if self.partial_in_flight < 1:
+            raise ValueError("partial_in_flight must be >= 1")
         if self.checkpoint_interval < 1:
             raise ValueError("checkpoint_interval must be >= 1")
 

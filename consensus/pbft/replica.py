@@ -328,15 +328,19 @@ class Replica:
         self._forward = []
 
     def _propose(self, out: list[Action], *, flush: bool) -> None:
-        """Propose full batches now; a partial batch only when the batch wait has passed."""
+        """Propose full batches now; a partial batch only when the batch wait has passed and
+        fewer than `partial_in_flight` batches are in flight."""
         cfg = self.config
         limit = min(self.height + cfg.window, self.high_watermark)
         if any(s.pre_prepare and s.pre_prepare.batch is None for s in self.log.values()):
             return  # a NEW-VIEW holds batches we have not seen: our mempool may repeat them
         while self.active and self.is_primary and self.next_seq <= limit and self.mempool:
-            if len(self.mempool) < cfg.batch_size_max and not flush:
-                self._set_timer(BATCH_TIMER, cfg.batch_wait_ms, out)
-                return
+            if len(self.mempool) < cfg.batch_size_max:
+                if not flush:
+                    self._set_timer(BATCH_TIMER, cfg.batch_wait_ms, out)
+                    return
+                if self.next_seq - 1 - self.height >= cfg.partial_in_flight:
+                    return  # it grows until a batch executes (_on_progress proposes it)
             txs = self.mempool.take(nonces(self.state, self._ahead), cfg.batch_size_max)
             if not txs:
                 return  # only txs waiting for a lower nonce: nothing to propose yet

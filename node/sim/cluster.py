@@ -59,7 +59,7 @@ AnyReplica = Replica | PowReplica
 POW_SIM_DIFFICULTY = 16  # expected hashes per block: proofs are real, and cheap to find
 
 
-@dataclass(order=True)
+@dataclass
 class _Pending:
     at_ms: int
     order: int
@@ -142,7 +142,9 @@ class SimCluster:
         self.votes_sent: dict[tuple[str, int, int, int], bytes] = {}
         self.conflicting_votes: list[str] = []
         self._was_byzantine: set[str] = set()
-        self._queue: list[_Pending] = []
+        # (at_ms, order, pending): tuples compare in C, and `order` is unique, so a heap
+        # comparison never reaches the pending event itself.
+        self._queue: list[tuple[int, int, _Pending]] = []
         self._order = itertools.count()
         self._timer_gen: dict[tuple[str, str], int] = {}
         for node in list(self.nodes.values()):
@@ -242,10 +244,10 @@ class SimCluster:
     def run_until(self, done: Callable[[], bool], max_ms: int) -> bool:
         """Deliver events in time order until `done()` or virtual time passes `max_ms`."""
         while not done():
-            if not self._queue or self._queue[0].at_ms > max_ms:
+            if not self._queue or self._queue[0][0] > max_ms:
                 self.now = max(self.now, max_ms)
                 return False
-            self._deliver(heapq.heappop(self._queue))
+            self._deliver(heapq.heappop(self._queue)[2])
         return True
 
     def height(self, node_id: str) -> int:
@@ -412,7 +414,9 @@ class SimCluster:
     def _push(
         self, at: int, target: str, event: Event | _Call, timer: tuple[str, int] | None = None
     ) -> None:
-        heapq.heappush(self._queue, _Pending(at, next(self._order), target, event, timer))  # type: ignore[arg-type]
+        order = next(self._order)
+        pending = _Pending(at, order, target, event, timer)  # type: ignore[arg-type]
+        heapq.heappush(self._queue, (at, order, pending))
 
     def _log(self, line: str) -> None:
         entry = f"{self.now} {line}"

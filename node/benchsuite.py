@@ -1,0 +1,214 @@
+"""`tally bench suite`: every benchmark in one run, its JSON kept, and one Markdown report.
+
+The report (`report.md` in --out-dir) holds the machine, the exact commands, and the figures
+that BENCHMARKS.md quotes, so every figure there comes from one run of the listed commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from node.bench import console, machine
+
+# (name, arguments after `tally bench`): the order they run in.
+SUITE: list[tuple[str, list[str]]] = [
+    ("pbft4", ["pbft", "--nodes", "4", "--rate", "1000", "--duration", "60", "--half"]),
+    ("pbft7_10", ["pbft", "--nodes", "7,10", "--rate", "0", "--duration", "30"]),
+    ("transport", ["transport", "--rate", "1000", "--duration", "20"]),
+    ("contracts", ["contracts", "--pairs", "16", "--periods", "2"]),
+    ("replay", ["replay", "--blocks", "400", "--txs", "500"]),
+    ("sim", ["sim", "--rates", "1,5,20", "--duration", "60", "--seeds", "3"]),
+    ("memory", ["memory", "--transfers", "1000000"]),
+    ("pow", ["pow", "--blocks", "100"]),
+]
+
+
+def add_suite_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-dir", default="bench-results", help="where JSON, plot, report go")
+    p.add_argument("--only", help="comma-separated subset of: " + ", ".join(n for n, _ in SUITE))
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = set(args.only.split(",")) if args.only else {n for n, _ in SUITE}
+    commands: list[str] = []
+    for name, bench_args in SUITE:
+        if name not in wanted:
+            continue
+        extra = ["--out", str(out / f"{name}.json")]
+        if name == "pbft4":
+            extra += ["--plot", str(out / "pbft.png")]
+        commands.append("tally bench " + shlex.join(bench_args + extra))
+        console.rule(f"[bold]{name}[/]")
+        start = time.monotonic()
+        cmd = [sys.executable, "-m", "node.cli", "bench", *bench_args, *extra]
+        subprocess.run(cmd, check=True)
+        console.print(f"{name}: {time.monotonic() - start:.0f} s")
+    report = render_report(out, commands)
+    (out / "report.md").write_text(report)
+    print(report)
+    return 0
+
+
+def load(out: Path, name: str) -> dict[str, Any] | None:
+    path = out / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def render_report(out: Path, commands: list[str]) -> str:
+    m = machine()
+    lines = [
+        "## Machine",
+        "",
+        f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['platform']}.",
+        "",
+        "## Commands (run in this order, one after another)",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+    ]
+    for section in (_pbft, _transport, _contracts, _replay, _sim, _memory, _pow):
+        lines += section(out)
+    return "\n".join(lines)
+
+
+def _pbft(out: Path) -> list[str]:
+    phases = [p for n in ("pbft4", "pbft7_10") for p in (load(out, n) or {}).get("phases", [])]
+    if not phases:
+        return []
+    rows = [
+        "## PBFT (signed transfers, every replica verifying every signature)",
+        "",
+        "| n | phase | offered tx/s | committed tx/s | p50 ms | p90 ms | p99 ms | committed "
+        "| CPU s per node (max) | peak RSS MB (max) | wire bytes per tx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in phases:
+        lat = p["latency_ms"]
+        rows.append(
+            f"| {p['nodes']} | {p['mode']} | {p['offered_tps'] or 'max'} | {p['committed_tps']} "
+            f"| {lat['p50']} | {lat['p90']} | {lat['p99']} | {p['committed']} "
+            f"| {max(p['cpu_s'].values()):.1f} | {max(p['peak_rss_mb'].values()):.0f} "
+            f"| {p['wire_bytes_per_tx']} |"
+        )
+    sat = {p["nodes"]: p["committed_tps"] for p in phases if p["mode"] == "saturation"}
+    if 4 in sat and 7 in sat:
+        rows += ["", f"n = 7 reaches {100 * sat[7] / sat[4]:.0f}% of n = 4's saturation rate."]
+    return [*rows, ""]
+
+
+def _transport(out: Path) -> list[str]:
+    result = load(out, "transport")
+    if result is None:
+        return []
+    rows = [
+        "## Transport: TCP and MQTT, the same load",
+        "",
+        "| transport | phase | offered tx/s | committed tx/s | p50 ms | p99 ms "
+        "| wire bytes per tx |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in result["phases"]:
+        lat = p["latency_ms"]
+        rows.append(
+            f"| {p['transport']} | {p['mode']} | {p['offered_tps'] or 'max'} "
+            f"| {p['committed_tps']} | {lat['p50']} | {lat['p99']} | {p['wire_bytes_per_tx']} |"
+        )
+    return [*rows, ""]
+
+
+def _contracts(out: Path) -> list[str]:
+    result = load(out, "contracts")
+    if result is None:
+        return []
+    rows = [
+        f"## Contracts ({result['pairs']} pairs playing concurrently, each call waited for)",
+        "",
+        "| contract | calls | calls/s | p50 ms | p90 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in result["phases"]:
+        lat = p["latency_ms"]
+        rows.append(
+            f"| {p['phase']} | {p['calls']} | {p['calls_per_s']} | {lat['p50']} | {lat['p90']} "
+            f"| {lat['p99']} |"
+        )
+    return [*rows, ""]
+
+
+def _replay(out: Path) -> list[str]:
+    result = load(out, "replay")
+    if result is None:
+        return []
+    chain = result["chain"]
+    rows = [
+        f"## Replay from genesis ({chain['blocks']} blocks of {chain['txs_per_block']} transfers)",
+        "",
+        "| checks | txs | seconds | tx/s |",
+        "|---|---|---|---|",
+    ]
+    rows += [
+        f"| {m['mode']} | {m['txs']} | {m['seconds']} | {m['txs_per_s']} |" for m in result["modes"]
+    ]
+    return [*rows, ""]
+
+
+def _sim(out: Path) -> list[str]:
+    result = load(out, "sim")
+    if result is None:
+        return []
+    rows = [
+        f"## Simulator ({result['nodes']} replicas, no faults)",
+        "",
+        "| offered tx/s | runs | simulated s | wall s | simulated s per wall s |",
+        "|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {r['rate']:g} | {r['runs']} | {r['virtual_s']} | {r['wall_s']} | {r['speed']} |"
+        for r in result["runs"]
+    ]
+    return [*rows, ""]
+
+
+def _memory(out: Path) -> list[str]:
+    result = load(out, "memory")
+    if result is None:
+        return []
+    peaks = ", ".join(f"{n} {v:.0f}" for n, v in result["peak_rss_mb"].items())
+    samples = result["samples"]
+    curve = ", ".join(
+        f"{s['committed'] // 1000}k: {max(s['rss_mb'].values()):.0f}"
+        for s in samples[:: max(1, len(samples) // 8)]
+    )
+    return [
+        "## Memory",
+        "",
+        f"{result['committed']} transfers committed at {result['committed_tps']} tx/s. "
+        f"Peak RSS per node (MB): {peaks}. Largest RSS along the way (committed: MB): {curve}.",
+        "",
+    ]
+
+
+def _pow(out: Path) -> list[str]:
+    result = load(out, "pow")
+    if result is None:
+        return []
+    return [
+        "## Proof of work",
+        "",
+        f"Mean block interval {result['mean_interval_ms']:.0f} ms over blocks "
+        f"{result['from_height']}..{result['to_height']} (target "
+        f"{result['settings']['target_block_ms']} ms; "
+        f"deviation {100 * result['deviation']:+.1f}%).",
+        "",
+    ]

@@ -1,0 +1,31 @@
+"""`python -m node.contractbench`: contract calls on a live cluster of its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_contracts_commits_every_call(tmp_path: Path) -> None:
+    out_file = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "node.contractbench", "--pairs", "2", "--periods", "1"]
+    out = subprocess.run(
+        [*cmd, "--json", "--out", str(out_file)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result == json.loads(out_file.read_text())
+    assert (result["bench"], result["nodes"], result["pairs"]) == ("contracts", 4, 2)
+    # exchange: offer, accept, deliver, redeem, no_complaint, deny_fault;
+    # risk sharing: create, 2 deposits, then 2 commits, a report and 2 reveals per period
+    expected = {"exchange": 2 * 6, "risk_sharing": 2 * (1 + 2 + 5 * 1)}
+    assert {p["phase"]: p["calls"] for p in result["phases"]} == expected
+    for phase in result["phases"]:
+        assert phase["contracts"] == 2 and phase["calls_per_s"] > 0
+        assert 0 < phase["latency_ms"]["p50"] <= phase["latency_ms"]["p99"]

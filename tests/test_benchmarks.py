@@ -1,0 +1,49 @@
+"""The benchmark commands run end to end and report what they claim (small sizes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from livecluster import bench_json
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_pbft_reports_costs_per_node_and_a_half_saturation_phase(tmp_path: Path) -> None:
+    args = ["pbft", "--rate", "0", "--duration", "3", "--half", "--accounts", "8"]
+    result = bench_json(tmp_path, *args, "--plot", str(tmp_path / "p.png"))
+    sat, half = result["phases"]
+    assert (sat["mode"], half["mode"]) == ("saturation", "half")
+    assert half["offered_tps"] == max(1, int(sat["committed_tps"] / 2))
+    for phase in (sat, half):
+        assert phase["committed"] == phase["submitted"] > 0
+        assert set(phase["cpu_s"]) == set(phase["peak_rss_mb"]) == {"n0", "n1", "n2", "n3"}
+        assert all(v > 0 for v in phase["cpu_s"].values())
+        assert all(20 < v < 1000 for v in phase["peak_rss_mb"].values())
+        assert 100 < phase["wire_bytes_per_tx"] < 10_000
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_replay_trusting_certificates_beats_checking_every_signature(
+    tmp_path: Path,
+) -> None:
+    result = bench_json(tmp_path, "replay", "--blocks", "20", "--txs", "200", "--accounts", "50")
+    certs, sigs = result["modes"]
+    assert (certs["mode"], sigs["mode"]) == ("certificates", "every signature")
+    assert certs["txs"] == sigs["txs"] == 4000
+    assert certs["txs_per_s"] > 1.5 * sigs["txs_per_s"]
+
+
+def test_bench_sim_measures_simulated_seconds_per_wall_second(tmp_path: Path) -> None:
+    result = bench_json(tmp_path, "sim", "--rates", "1,20", "--duration", "10", "--seeds", "1")
+    light, heavier = result["runs"]
+    assert light["virtual_s"] >= 10 and light["speed"] > heavier["speed"] > 1
+
+
+def test_bench_memory_samples_rss_while_committing(tmp_path: Path) -> None:
+    result = bench_json(tmp_path, "memory", "--transfers", "3000", "--every", "1")
+    assert result["committed"] == 3000
+    assert set(result["peak_rss_mb"]) == {"n0", "n1", "n2", "n3"}
+    assert all(20 < v < 1000 for v in result["peak_rss_mb"].values())
+    assert result["samples"][-1]["committed"] >= 3000
