@@ -56,6 +56,7 @@ class Store:
 
     def __init__(self, path: str | Path, genesis: Genesis, *, synchronous: str = "FULL") -> None:
         self.genesis = genesis
+        self._depth = 0  # nesting of open transactions (see _Transaction)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -195,7 +196,11 @@ class Store:
         )
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self)
+
+    def batch(self) -> _Transaction:
+        """Everything written inside is one SQL transaction: durable together, at the end."""
+        return _Transaction(self)
 
     def get_block(self, height: int) -> Block | None:
         row = self._db.execute(
@@ -279,13 +284,18 @@ class Store:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error.  Nested ones join the outermost,
+    so `Store.batch()` makes several writes one transaction (one fsync)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        if self._store._depth == 0:
+            self._store._db.execute("BEGIN IMMEDIATE")
+        self._store._depth += 1
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        self._store._depth -= 1
+        if self._store._depth == 0:
+            self._store._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -147,13 +147,22 @@ class NodeRuntime:
             self._carry_out(actions)
 
     def _carry_out(self, honest: list[Action]) -> None:
-        """Persist everything signed in this turn in one SQL transaction (group commit), then
-        carry out the rest in order: nothing is sent before what it depends on is on disk."""
+        """Persist everything signed and every block committed in this turn in one SQL
+        transaction (group commit: one fsync), then carry out the rest in order: nothing is
+        sent or acknowledged before what it depends on is on disk."""
         byz = self.faults.byzantine
         actions = byz.rewrite(honest) if byz.active else honest
         records = [(a.seq, a.view, a.message.encode()) for a in actions if isinstance(a, Persist)]
-        if records:
-            self.store.persist(records)
+        commits = [a for a in actions if isinstance(a, CommitBlock)]
+        if any(isinstance(a, SwitchChain) for a in actions):
+            commits = []  # a reorganisation in this turn: blocks go in order (below)
+        written = {id(c) for c in commits}
+        if records or commits:
+            with self.store.batch():
+                if records:
+                    self.store.persist(records)
+                for commit in commits:
+                    self.store.append(commit.block, commit.receipts, commit.state)
         for action in actions:
             match action:
                 case Send(to, message):
@@ -167,7 +176,8 @@ class NodeRuntime:
                     if handle is not None:
                         handle.cancel()
                 case CommitBlock(block, receipts, state):
-                    self.store.append(block, receipts, state)  # durable before acknowledged
+                    if id(action) not in written:
+                        self.store.append(block, receipts, state)  # durable before acknowledged
                     self._notify(block.height, block.txs, receipts)
                 case PruneLog(below_seq, below_view):
                     self.store.prune_consensus(below_seq, below_view)

@@ -386,6 +386,28 @@ def test_persist_is_all_or_nothing(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_batch_writes_votes_and_a_block_in_one_transaction(tmp_path: Path) -> None:
+    """The runtime's group commit: a turn's votes and blocks are durable together."""
+    store = Store(tmp_path / "chain.db", make_genesis())
+    try:
+        item = next_block(store, [transfer(ALICE, CHAIN, 0, BOB.address, 5)])
+        with store.batch():
+            store.persist([(1, 0, b"vote")])
+            store.append(item.block, item.receipts, item.state)
+            assert store._db.in_transaction  # still open: nothing is durable yet
+        assert not store._db.in_transaction
+        other = sqlite3.connect(tmp_path / "chain.db")  # what a crash would leave
+        assert other.execute("SELECT MAX(height) FROM blocks").fetchone() == (1,)
+        assert other.execute("SELECT COUNT(*) FROM consensus_log").fetchone() == (1,)
+        other.close()
+        with pytest.raises(sqlite3.IntegrityError), store.batch():
+            store.persist([(2, 0, b"kept?")])
+            store.persist([(3, 0, None)])  # type: ignore[list-item]
+        assert store.consensus_records() == [b"vote"]  # the whole batch rolled back
+    finally:
+        store.close()
+
+
 def keeps(seq: int, view: int, below_seq: int, below_view: int) -> bool:
     """What prune_consensus keeps: votes (seq >= 0) at or above below_seq, and view-change
     records (seq < 0) of views at or above below_view."""

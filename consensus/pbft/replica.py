@@ -85,6 +85,7 @@ RECENT_COMMITTED = 100_000  # committed tx ids remembered to drop late duplicate
 MAX_VERIFIED = 1_000_000  # verified-signature cache entries before it is reset
 MAX_FUTURE = 4_096  # votes for a view we have not entered yet, kept for when we do
 MAX_BACKOFF = 4  # view-change timeouts double at most this many times
+PACE_FACTOR, MAX_PACE = 4, 8  # request timer: 4x the pace of progress, at most 8x the base
 FETCH_MAX = 64  # blocks asked for in one FETCH-BLOCKS
 
 
@@ -153,6 +154,10 @@ class Replica:
         self._fetch_peer: int | None = None
         self._fetch_progress = -1
         self._last_progress_ms = 0
+        # The pace of progress while work waits (ms between executions, averaged): the request
+        # timer adapts to it, so an overloaded but working primary is not replaced.
+        self._pace_ms = 0
+        self._busy_since_ms: int | None = None
         self._ahead: dict[bytes, int] = {}  # sender -> next nonce after batches in flight
         self._inflight: dict[bytes, int] = {}  # tx id -> seq of the batch holding it
         self._verified: set[bytes] = set()
@@ -195,6 +200,7 @@ class Replica:
             ),
             "prepared_certs": len(self.prepared),
             "signed": len(self.signed),
+            "pace_ms": self._pace_ms,
             "checkpoint_votes": sum(len(v) for v in self.checkpoint_votes.values()),
             "view_changes": sum(len(v) for v in self.view_changes.values()),
             "future_votes": len(self._future),
@@ -502,6 +508,9 @@ class Replica:
 
     def _on_progress(self, out: list[Action]) -> None:
         """Blocks executed: restart the request timer, and the primary may propose again."""
+        if self._busy_since_ms is not None:  # only gaps while work waited measure the pace
+            self._pace_ms = (3 * self._pace_ms + self._now - self._busy_since_ms) // 4
+        self._busy_since_ms = self._now if self._waiting() else None
         self._rebroadcast = False
         self._arm_request_timer(out, restart=True)
         self._propose(out, flush=BATCH_TIMER not in self._timers)
@@ -962,7 +971,11 @@ class Replica:
         if not self.active or self.is_primary:
             return
         if self._waiting():
-            timeout = self.config.view_change_timeout_ms << min(self.failed_views, MAX_BACKOFF)
+            base = self.config.view_change_timeout_ms
+            # Four times the recent pace, within [base, 8 base]: a faulty primary that slows
+            # down can stretch the timer by at most 8x (Aardvark's concern), not forever.
+            paced = min(max(base, PACE_FACTOR * self._pace_ms), MAX_PACE * base)
+            timeout = paced << min(self.failed_views, MAX_BACKOFF)
             self._set_timer(REQUEST_TIMER, timeout, out, replace=restart)
         else:
             self._cancel_timer(REQUEST_TIMER, out)
