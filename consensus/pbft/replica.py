@@ -158,6 +158,7 @@ class Replica:
         # timer adapts to it, so an overloaded but working primary is not replaced.
         self._pace_ms = 0
         self._busy_since_ms: int | None = None
+        self._vote_seen_ms = 0  # the last accepted vote of the current view
         self._ahead: dict[bytes, int] = {}  # sender -> next nonce after batches in flight
         self._inflight: dict[bytes, int] = {}  # tx id -> seq of the batch holding it
         self._verified: set[bytes] = set()
@@ -291,6 +292,15 @@ class Replica:
         replica (as a PBFT client rebroadcasts), and wait once more.  Second: the primary is
         faulty or cut off, so ask for a view change."""
         self.stats["request_timeouts"] += 1
+        base = self.config.view_change_timeout_ms
+        if self._now - self._vote_seen_ms < base and (
+            self._now - self._last_progress_ms < MAX_PACE * base
+        ):
+            # Votes of this view keep arriving: the quorum is slow (overloaded), not the
+            # primary silent.  Wait on, but not past MAX_PACE timeouts without progress.
+            self.stats["request_timer_deferred"] += 1
+            self._arm_request_timer(out, restart=True)
+            return
         if not self._rebroadcast:
             self._rebroadcast = True
             ready = self.mempool.ready(nonces(self.state, {}), self.config.batch_size_max)
@@ -367,6 +377,7 @@ class Replica:
     def on_vote(self, v: Vote, out: list[Action]) -> None:
         if not self._vote_ok(v, out):
             return
+        self._vote_seen_ms = self._now
         match v:
             case PrePrepare():
                 self.on_pre_prepare(v, out)
@@ -725,7 +736,10 @@ class Replica:
         status = sign(status, self.key)
         out.append(Broadcast(status))
         if self.active:
-            self._retransmit(out)
+            # Only when execution has stalled: resending every batch in flight each interval
+            # while it is merely slow (n = 10 on 2 cores) multiplied the load that made it slow.
+            if self._now - self._last_progress_ms >= 2 * self.config.status_interval_ms:
+                self._retransmit(out)
             self._tick_contracts(out)
         else:  # retransmit: a lost VIEW-CHANGE must not stall the change
             own = self.view_changes.get(self.view, {}).get(self.me)
