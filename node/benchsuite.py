@@ -82,68 +82,74 @@ def render_report(out: Path, commands: list[str]) -> str:
     return "\n".join(lines)
 
 
+def table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown section holding one table."""
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _latency(p: dict[str, Any], *keys: str) -> list[Any]:
+    return [p["latency_ms"][k] for k in keys]
+
+
 def _pbft(out: Path) -> list[str]:
     phases = [p for n in ("pbft4", "pbft7_10") for p in (load(out, n) or {}).get("phases", [])]
     if not phases:
         return []
+    header = ["n", "phase", "offered tx/s", "committed tx/s", "p50 ms", "p90 ms", "p99 ms"]
+    header += ["committed", "CPU s per node (max)", "peak RSS MB (max)", "wire bytes per tx"]
     rows = [
-        "## PBFT (signed transfers, every replica verifying every signature)",
-        "",
-        "| n | phase | offered tx/s | committed tx/s | p50 ms | p90 ms | p99 ms | committed "
-        "| CPU s per node (max) | peak RSS MB (max) | wire bytes per tx |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        [
+            p["nodes"],
+            p["mode"],
+            p["offered_tps"] or "max",
+            p["committed_tps"],
+            *_latency(p, "p50", "p90", "p99"),
+            p["committed"],
+            f"{max(p['cpu_s'].values()):.1f}",
+            f"{max(p['peak_rss_mb'].values()):.0f}",
+            p["wire_bytes_per_tx"],
+        ]
+        for p in phases
     ]
-    for p in phases:
-        lat = p["latency_ms"]
-        rows.append(
-            f"| {p['nodes']} | {p['mode']} | {p['offered_tps'] or 'max'} | {p['committed_tps']} "
-            f"| {lat['p50']} | {lat['p90']} | {lat['p99']} | {p['committed']} "
-            f"| {max(p['cpu_s'].values()):.1f} | {max(p['peak_rss_mb'].values()):.0f} "
-            f"| {p['wire_bytes_per_tx']} |"
-        )
+    lines = table("PBFT (signed transfers, every replica verifying every signature)", header, rows)
     sat = {p["nodes"]: p["committed_tps"] for p in phases if p["mode"] == "saturation"}
     if 4 in sat and 7 in sat:
-        rows += ["", f"n = 7 reaches {100 * sat[7] / sat[4]:.0f}% of n = 4's saturation rate."]
-    return [*rows, ""]
+        lines += [f"n = 7 reaches {100 * sat[7] / sat[4]:.0f}% of n = 4's saturation rate.", ""]
+    return lines
 
 
 def _transport(out: Path) -> list[str]:
     result = load(out, "transport")
     if result is None:
         return []
+    header = ["transport", "phase", "offered tx/s", "committed tx/s", "p50 ms", "p99 ms"]
     rows = [
-        "## Transport: TCP and MQTT, the same load",
-        "",
-        "| transport | phase | offered tx/s | committed tx/s | p50 ms | p99 ms "
-        "| wire bytes per tx |",
-        "|---|---|---|---|---|---|---|",
+        [
+            p["transport"],
+            p["mode"],
+            p["offered_tps"] or "max",
+            p["committed_tps"],
+            *_latency(p, "p50", "p99"),
+            p["wire_bytes_per_tx"],
+        ]
+        for p in result["phases"]
     ]
-    for p in result["phases"]:
-        lat = p["latency_ms"]
-        rows.append(
-            f"| {p['transport']} | {p['mode']} | {p['offered_tps'] or 'max'} "
-            f"| {p['committed_tps']} | {lat['p50']} | {lat['p99']} | {p['wire_bytes_per_tx']} |"
-        )
-    return [*rows, ""]
+    return table("Transport: TCP and MQTT, the same load", [*header, "wire bytes per tx"], rows)
 
 
 def _contracts(out: Path) -> list[str]:
     result = load(out, "contracts")
     if result is None:
         return []
+    title = f"Contracts ({result['pairs']} pairs playing concurrently, each call waited for)"
+    header = ["contract", "calls", "calls/s", "p50 ms", "p90 ms", "p99 ms"]
     rows = [
-        f"## Contracts ({result['pairs']} pairs playing concurrently, each call waited for)",
-        "",
-        "| contract | calls | calls/s | p50 ms | p90 ms | p99 ms |",
-        "|---|---|---|---|---|---|",
+        [p["phase"], p["calls"], p["calls_per_s"], *_latency(p, "p50", "p90", "p99")]
+        for p in result["phases"]
     ]
-    for p in result["phases"]:
-        lat = p["latency_ms"]
-        rows.append(
-            f"| {p['phase']} | {p['calls']} | {p['calls_per_s']} | {lat['p50']} | {lat['p90']} "
-            f"| {lat['p99']} |"
-        )
-    return [*rows, ""]
+    return table(title, header, rows)
 
 
 def _replay(out: Path) -> list[str]:
@@ -151,33 +157,21 @@ def _replay(out: Path) -> list[str]:
     if result is None:
         return []
     chain = result["chain"]
-    rows = [
-        f"## Replay from genesis ({chain['blocks']} blocks of {chain['txs_per_block']} transfers)",
-        "",
-        "| checks | txs | seconds | tx/s |",
-        "|---|---|---|---|",
-    ]
-    rows += [
-        f"| {m['mode']} | {m['txs']} | {m['seconds']} | {m['txs_per_s']} |" for m in result["modes"]
-    ]
-    return [*rows, ""]
+    title = f"Replay from genesis ({chain['blocks']} blocks of {chain['txs_per_block']} transfers)"
+    rows = [[m["mode"], m["txs"], m["seconds"], m["txs_per_s"]] for m in result["modes"]]
+    return table(title, ["checks", "txs", "seconds", "tx/s"], rows)
 
 
 def _sim(out: Path) -> list[str]:
     result = load(out, "sim")
     if result is None:
         return []
+    header = ["offered tx/s", "runs", "simulated s", "wall s", "simulated s per wall s"]
     rows = [
-        f"## Simulator ({result['nodes']} replicas, no faults)",
-        "",
-        "| offered tx/s | runs | simulated s | wall s | simulated s per wall s |",
-        "|---|---|---|---|---|",
-    ]
-    rows += [
-        f"| {r['rate']:g} | {r['runs']} | {r['virtual_s']} | {r['wall_s']} | {r['speed']} |"
+        [f"{r['rate']:g}", r["runs"], r["virtual_s"], r["wall_s"], r["speed"]]
         for r in result["runs"]
     ]
-    return [*rows, ""]
+    return table(f"Simulator ({result['nodes']} replicas, no faults)", header, rows)
 
 
 def _memory(out: Path) -> list[str]:

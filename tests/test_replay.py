@@ -25,9 +25,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+GENESIS, KEYS = genesis_for(ACCOUNTS)
+CONFIG = PbftConfig(GENESIS.chain_id, GENESIS.members)
+
+
 def blocks_of(path: Path) -> list[Block]:
-    genesis, _ = genesis_for(ACCOUNTS)
-    store = Store(path, genesis)
+    store = Store(path, GENESIS)
     try:
         return list(store.iter_blocks())
     finally:
@@ -41,28 +44,22 @@ def test_replay_rebuilds_the_stored_state_in_both_modes(chain: Path) -> None:
 
 
 def test_a_block_without_a_valid_certificate_stops_the_replay(chain: Path) -> None:
-    genesis, _ = genesis_for(ACCOUNTS)
-    config = PbftConfig(genesis.chain_id, genesis.members)
     blocks = blocks_of(chain)
     blocks[5] = blocks[5].with_proof(b"")
     with pytest.raises(InvalidBlock, match="block 6"):
-        replay(genesis, config, blocks)
+        replay(GENESIS, CONFIG, blocks)
 
 
 def test_a_changed_tx_is_caught_by_the_roots_even_without_signature_checks(chain: Path) -> None:
-    genesis, keys = genesis_for(ACCOUNTS)
-    config = PbftConfig(genesis.chain_id, genesis.members)
     blocks = blocks_of(chain)
     victim = blocks[3]
-    forged = transfer(keys[0], genesis.chain_id, 999, keys[1].address, 10**6)
+    forged = transfer(KEYS[0], GENESIS.chain_id, 999, KEYS[1].address, 10**6)
     blocks[3] = replace(victim, txs=(forged, *victim.txs[1:]))
     with pytest.raises(InvalidBlock, match="block 4"):
-        replay(genesis, config, blocks)
+        replay(GENESIS, CONFIG, blocks)
 
 
 def test_blocks_out_of_order_are_refused(chain: Path) -> None:
-    genesis, _ = genesis_for(ACCOUNTS)
-    config = PbftConfig(genesis.chain_id, genesis.members)
     blocks = blocks_of(chain)
     with pytest.raises(InvalidBlock, match="does not follow"):
-        replay(genesis, config, [blocks[0], blocks[2]])
+        replay(GENESIS, CONFIG, [blocks[0], blocks[2]])
