@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,14 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def add_pbft_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nodes", default="4", help="replicas, or a list: 4,7,10 (default: 4)")
     p.add_argument(
-        "--rate", default="1000", help="fixed offered tx/s, or a list; 0: none (default: 1000)"
+        "--nodes", default="4", type=number_list(int), help="replicas, or a list: 4,7,10"
+    )
+    p.add_argument(
+        "--rate",
+        default="1000",
+        type=number_list(int),
+        help="fixed offered tx/s, or a list; 0: none (default: 1000)",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     p.add_argument("--no-saturation", action="store_true", help="skip the saturation phase")
@@ -75,6 +81,23 @@ def free_ports(count: int) -> list[int]:
 
 def int_list(text: str) -> list[int]:
     return [int(x) for x in str(text).split(",") if x.strip()]
+
+
+def number_list(kind: type[float] | type[int]) -> Callable[[str], str]:
+    """An argparse type: a comma-separated list of non-negative numbers, checked up front."""
+
+    def check(text: str) -> str:
+        try:
+            values = [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected numbers like 4,7,10, got {text!r}"
+            ) from None
+        if not values or min(values) < 0:
+            raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
+        return text
+
+    return check
 
 
 def write_cluster(

@@ -7,14 +7,14 @@ from typing import Any
 
 from rich.table import Table
 
-from node.bench import console, emit, machine
+from node.bench import console, emit, machine, number_list
 from node.sim.faults import FaultPlan
 from node.sim.run import run_sim
 
 
 def add_sim_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, default=4)
-    p.add_argument("--rates", default="1,5,20", help="offered tx/s to try (light load: 5)")
+    p.add_argument("--rates", default="1,5,20", type=number_list(float), help="offered tx/s to try")
     p.add_argument("--duration", type=float, default=60.0, help="simulated seconds per run")
     p.add_argument("--seeds", type=int, default=3, help="runs per rate (seeds 1..N)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")

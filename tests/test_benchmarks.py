@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,13 @@ def test_bench_memory_samples_rss_while_committing(tmp_path: Path) -> None:
     assert set(result["peak_rss_mb"]) == {"n0", "n1", "n2", "n3"}
     assert all(20 < v < 1000 for v in result["peak_rss_mb"].values())
     assert result["samples"][-1]["committed"] >= 3000
+
+
+@pytest.mark.parametrize(
+    "args", [["pbft", "--nodes", "x"], ["pbft", "--rate", "-5"], ["sim", "--rates", "a"]]
+)
+def test_bad_bench_arguments_get_a_clear_error(args: list[str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "node.cli", "bench", *args], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "expected" in out.stderr and "Traceback" not in out.stderr
