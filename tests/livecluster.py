@@ -16,9 +16,9 @@ from typing import Any
 
 from mosquitto import need_mosquitto
 
-from node import launcher
-from node.bench import free_ports
-from node.config import ClusterConfig, load_config, local_cluster_toml
+from node.bench.pbft import free_ports
+from node.cluster import launcher
+from node.cluster.config import ClusterConfig, load_config, local_cluster_toml
 
 
 @contextmanager
@@ -85,7 +85,7 @@ async def wait_for(predicate: Any, what: str, timeout: float = 60) -> Any:
 def bench_json(tmp_path: Path, *args: str, timeout: float = 300) -> Any:
     """Run `tally bench ARGS --json --out FILE`; the printed and written JSON must agree."""
     out_file = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "node.cli", "bench", *args, "--json", "--out", str(out_file)]
+    cmd = [sys.executable, "-m", "node.cli.main", "bench", *args, "--json", "--out", str(out_file)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from node.bench import free_ports
-from node.broker import find_program
-from node.procs import LaunchError
+from node.bench.pbft import free_ports
+from node.cluster.broker import find_program
+from node.cluster.procs import LaunchError
 
 
 def need_mosquitto() -> str:

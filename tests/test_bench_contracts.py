@@ -1,4 +1,4 @@
-"""`python -m node.contractbench`: contract calls on a live cluster of its own."""
+"""`python -m node.bench.contracts`: contract calls on a live cluster of its own."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 def test_bench_contracts_commits_every_call(tmp_path: Path) -> None:
     out_file = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "node.contractbench", "--pairs", "2", "--periods", "1"]
+    cmd = [sys.executable, "-m", "node.bench.contracts", "--pairs", "2", "--periods", "1"]
     out = subprocess.run(
         [*cmd, "--json", "--out", str(out_file)], capture_output=True, text=True, timeout=60
     )

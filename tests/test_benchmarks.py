@@ -56,6 +56,6 @@ def test_bench_memory_samples_rss_while_committing(tmp_path: Path) -> None:
 )
 def test_bad_bench_arguments_get_a_clear_error(args: list[str]) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "node.cli", "bench", *args], capture_output=True, text=True
+        [sys.executable, "-m", "node.cli.main", "bench", *args], capture_output=True, text=True
     )
     assert out.returncode == 2 and "expected" in out.stderr and "Traceback" not in out.stderr

@@ -118,7 +118,7 @@ def test_moore_repullo_truthful_and_unchallenged(quality: str, payoffs: tuple[in
 
 def tally(*args: str) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-m", "node.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "node.cli.main", *args], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)  # type: ignore[no-any-return]

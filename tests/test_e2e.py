@@ -24,15 +24,15 @@ import pytest
 from livecluster import transport_settings
 
 from ledger.tx import Tx, transfer
-from node import launcher
-from node.accounts import account_key
-from node.auth import KeyAuthenticator
-from node.bench import free_ports
-from node.bootstrap import load_genesis, load_key
-from node.config import ClusterConfig, load_config, local_cluster_toml
+from node.audit.verify import verify_node
+from node.bench.pbft import free_ports
+from node.cluster import launcher
+from node.cluster.accounts import account_key
+from node.cluster.bootstrap import load_genesis, load_key
+from node.cluster.config import ClusterConfig, load_config, local_cluster_toml
 from node.rpc.client import RpcClient
 from node.rpc.jsonrpc import RpcError
-from node.verify import verify_node
+from node.transport.auth import KeyAuthenticator
 
 pytestmark = pytest.mark.e2e
 ACCOUNTS = {"alice": 1_000_000, "bob": 1_000_000, "carol": 1_000_000, "dave": 1_000_000}
@@ -76,7 +76,7 @@ async def call(cfg: ClusterConfig, node: int, method: str, **params: Any) -> Any
 
 
 def cli(cfg: ClusterConfig, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "node.cli", "-c", str(cfg.path), *args]
+    cmd = [sys.executable, "-m", "node.cli.main", "-c", str(cfg.path), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
@@ -304,7 +304,7 @@ def test_bench_pbft_runs_and_reports() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "node.cli",
+        "node.cli.main",
         "bench",
         "pbft",
         "--rate",
@@ -326,7 +326,7 @@ def test_bench_pbft_runs_and_reports() -> None:
 
 def test_demo_runs_the_main_job_and_cleans_up(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    cmd = [sys.executable, "-m", "node.cli", "-c", str(config), "demo", "--txs", "40"]
+    cmd = [sys.executable, "-m", "node.cli.main", "-c", str(config), "demo", "--txs", "40"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all nodes agree" in out.stdout and out.stdout.count(": valid to height") == 4

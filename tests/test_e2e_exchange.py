@@ -18,9 +18,9 @@ from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
 from ledger.contract import BURN_ADDRESS
 from ledger.tx import contract_call
-from node.accounts import account_key
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig
+from node.cluster.accounts import account_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig
 from node.rpc.client import RpcClient
 from node.rpc.jsonrpc import RpcError
 
@@ -200,7 +200,7 @@ def test_cli_show(cluster: ClusterConfig) -> None:
         [
             sys.executable,
             "-m",
-            "node.cli",
+            "node.cli.main",
             "-c",
             str(cluster.path),
             "contract",
@@ -222,7 +222,7 @@ def test_cli_show(cluster: ClusterConfig) -> None:
         [
             sys.executable,
             "-m",
-            "node.cli",
+            "node.cli.main",
             "-c",
             str(cluster.path),
             "contract",

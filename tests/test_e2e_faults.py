@@ -18,10 +18,10 @@ from livecluster import live_cluster
 from consensus.pbft.config import PbftConfig
 from consensus.pbft.proofs import valid_evidence
 from ledger.tx import transfer
-from node import launcher
-from node.accounts import account_key
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig
+from node.cluster import launcher
+from node.cluster.accounts import account_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig
 from node.faults.spec import CATALOGUE, POW_ONLY
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
@@ -52,7 +52,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterConfig]
 
 
 def cli(cfg: ClusterConfig, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "node.cli", "-c", str(cfg.path), *args]
+    cmd = [sys.executable, "-m", "node.cli.main", "-c", str(cfg.path), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 

@@ -25,10 +25,10 @@ from livecluster import live_cluster, wait_for
 
 from ledger.crypto import KeyPair
 from ledger.tx import transfer
-from node import broker, launcher
-from node.accounts import account_key
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig
+from node.cluster import broker, launcher
+from node.cluster.accounts import account_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig
 from node.rpc.client import RpcClient
 from node.transport.envelope import BROADCAST, Envelope, Sealer
 
@@ -90,7 +90,7 @@ async def committed_everywhere(cfg: ClusterConfig, ids: list[str]) -> dict[str, 
 
 
 def check(cfg: ClusterConfig) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "node.cli", "-c", str(cfg.path), "check", "--json"]
+    cmd = [sys.executable, "-m", "node.cli.main", "-c", str(cfg.path), "check", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     report: dict[str, Any] = json.loads(out.stdout)

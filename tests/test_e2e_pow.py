@@ -16,9 +16,9 @@ import pytest
 from livecluster import bench_json, live_cluster, wait_for
 
 from ledger.tx import transfer
-from node.accounts import account_key
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig
+from node.cluster.accounts import account_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig
 from node.faults.spec import POW_ONLY
 from node.rpc.client import RpcClient
 
@@ -41,7 +41,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterConfig]
 
 
 def cli(cfg: ClusterConfig, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "node.cli", "-c", str(cfg.path), *args]
+    cmd = [sys.executable, "-m", "node.cli.main", "-c", str(cfg.path), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 

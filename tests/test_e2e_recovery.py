@@ -18,10 +18,10 @@ from livecluster import kill9, live_cluster
 from consensus.pbft.messages import Commit, Prepare, PrePrepare
 from ledger.encoding import decode_any
 from ledger.tx import transfer
-from node import launcher
-from node.accounts import account_key
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig
+from node.cluster import launcher
+from node.cluster.accounts import account_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig
 from node.rpc.client import RpcClient, RpcUnavailable
 
 pytestmark = pytest.mark.e2e
@@ -162,5 +162,5 @@ async def test_consensus_state_shows_the_replica_in_flight(cluster: ClusterConfi
 
 
 def _cli(cfg: ClusterConfig, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "node.cli", "-c", str(cfg.path), *args]
+    cmd = [sys.executable, "-m", "node.cli.main", "-c", str(cfg.path), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)

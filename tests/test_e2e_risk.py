@@ -18,11 +18,11 @@ from contracts.design.risk import RiskProblem, design_risk
 from contracts.risk_sharing import commitment, draw_value
 from contracts.risk_sharing.schedule import Schedule, schedule_args, schedule_from_design
 from ledger.tx import contract_call
-from node import launcher
-from node.accounts import account_key, signer_key
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig
-from node.riskcmd import DEFAULT
+from node.cli.risk import DEFAULT
+from node.cluster import launcher
+from node.cluster.accounts import account_key, signer_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
 
@@ -246,7 +246,7 @@ async def test_refused_moves_get_clear_errors_over_rpc(cluster: ClusterConfig) -
 
 def test_cli_runs_a_period(cluster: ClusterConfig) -> None:
     def tally(*args: str) -> dict[str, Any]:
-        cmd = [sys.executable, "-m", "node.cli", "-c", str(cluster.path), "contract"]
+        cmd = [sys.executable, "-m", "node.cli.main", "-c", str(cluster.path), "contract"]
         out = subprocess.run(
             [*cmd, "risk-sharing", *args, "--json"], capture_output=True, text=True, timeout=60
         )

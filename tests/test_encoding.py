@@ -50,7 +50,7 @@ from ledger.encoding import (
 from ledger.merkle import EMPTY_ROOT
 from ledger.state import Account, Receipt
 from ledger.tx import Tx, transfer
-from node.auth import Hello
+from node.transport.auth import Hello
 from node.transport.envelope import Envelope
 
 # ---------------------------------------------------------------------------

@@ -32,15 +32,9 @@ from ledger.errors import MalformedTx
 from ledger.state import BAD_NONCE, MALFORMED, OK, State, apply_txs, build_block
 from ledger.store import Store
 from ledger.tx import EVIDENCE, MAX_EVIDENCE_BYTES, Tx, evidence, transfer
-from node.faultcmd import compare
-from node.faults.byzantine import (
-    BEHAVIOURS,
-    Byzantine,
-    Equivocate,
-    Flood,
-    RawAction,
-    SendRaw,
-)
+from node.cli.fault import compare
+from node.faults.behaviour import RawAction, SendRaw
+from node.faults.byzantine import BEHAVIOURS, Byzantine, Equivocate, Flood
 from node.faults.controller import FaultController
 from node.faults.network import FaultyTransport, NetworkRules
 from node.faults.powattacks import ATTACKS

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 
-from node.procs import _cmdline
+from node.cluster.procs import _cmdline
 
 
 def test_a_process_just_started_is_recognised_by_its_command_line() -> None:
@@ -18,11 +18,11 @@ def test_a_process_just_started_is_recognised_by_its_command_line() -> None:
 
     def start_many() -> None:
         for _ in range(60):
-            cmd = [sys.executable, "-c", "import time; time.sleep(0.5)", "node.main"]
+            cmd = [sys.executable, "-c", "import time; time.sleep(0.5)", "node.process.main"]
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
             procs.append(p)
             cmdline = _cmdline(p.pid)
-            if cmdline is None or b"node.main" not in cmdline:
+            if cmdline is None or b"node.process.main" not in cmdline:
                 missed.append(cmdline)
 
     threads = [threading.Thread(target=start_many) for _ in range(2)]

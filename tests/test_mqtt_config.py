@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from node import broker
-from node.config import ConfigError, load_config
-from node.procs import LaunchError
+from node.cluster import broker
+from node.cluster.config import ConfigError, load_config
+from node.cluster.procs import LaunchError
 
 NODES = "".join(f'[[node]]\nid = "n{i}"\nrpc_port = {9100 + i}\n' for i in range(4))
 

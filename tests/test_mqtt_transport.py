@@ -15,12 +15,12 @@ from mosquitto import Broker, running_broker
 
 from ledger.block import Member
 from ledger.crypto import KeyPair
-from node import broker as spawned
-from node.bench import free_ports
-from node.config import load_config, local_cluster_toml
+from node.bench.pbft import free_ports
+from node.cluster import broker as spawned
+from node.cluster.config import load_config, local_cluster_toml
+from node.cluster.tlscerts import _self_signed_ca, _write_pair, client_context, issue
 from node.faults.network import FaultyTransport, NetworkRules
 from node.faults.spec import FaultSpec
-from node.tlscerts import _self_signed_ca, _write_pair, client_context, issue
 from node.transport.envelope import Envelope, Opener, Sealer
 from node.transport.mqtt import MqttLink, MqttTransport
 

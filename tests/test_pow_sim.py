@@ -16,7 +16,7 @@ from livecluster import bench_json
 from consensus.pow.replica import PowReplica
 from ledger.state import State, apply_block
 from ledger.tx import transfer
-from node.config import local_cluster_toml
+from node.cluster.config import local_cluster_toml
 from node.faults.spec import FaultSpec
 from node.sim.cluster import SimCluster
 from node.sim.doublespend import exact, success_rate
@@ -138,7 +138,16 @@ def test_tally_sim_pow_takes_hash_shares_from_cluster_toml(tmp_path: Path) -> No
     for node, share in (("n0", 0.1), ("n1", 0.1), ("n2", 0.1), ("n3", 0.7)):
         toml = toml.replace(f'id = "{node}"', f'id = "{node}"\nhash_share = {share}')
     path.write_text(toml)
-    cmd = [sys.executable, "-m", "node.cli", "sim", "--consensus", "pow", "--cluster", str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "node.cli.main",
+        "sim",
+        "--consensus",
+        "pow",
+        "--cluster",
+        str(path),
+    ]
     args = ["--duration", "60", "--partition", "n0,n1|n2,n3@10-30", "--json"]
     out = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -12,8 +12,8 @@ from ledger.block import Block
 from ledger.errors import InvalidBlock
 from ledger.store import Store
 from ledger.tx import transfer
-from node.replay import replay
-from node.replaybench import build_chain, genesis_for, replay_file
+from node.audit.replay import replay
+from node.bench.replay import build_chain, genesis_for, replay_file
 
 ACCOUNTS = 20
 

@@ -14,7 +14,7 @@ from livecluster import bench_json
 
 from contracts.design.risk import RiskProblem, Utility, build, design_risk, violated
 from contracts.risk_sharing.schedule import schedule_from_design
-from node.riskcmd import load_schedule
+from node.cli.risk import load_schedule
 
 U = Utility.parse("crra:1.5")
 GRID = tuple(-2 + 0.5 * k for k in range(9))  # 9 transfers
@@ -108,7 +108,7 @@ def test_cli_design_risk_sharing_json() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "node.cli",
+        "node.cli.main",
         "design",
         "risk-sharing",
         "--incomes",
@@ -134,7 +134,7 @@ def test_cli_design_risk_sharing_json() -> None:
 
 
 def test_a_design_file_becomes_the_schedule_a_contract_is_created_with(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "node.cli", "design", "risk-sharing", "--transfers=-2:2:0.5"]
+    cmd = [sys.executable, "-m", "node.cli.main", "design", "risk-sharing", "--transfers=-2:2:0.5"]
     out = subprocess.run([*cmd, "--audit-cost", "1", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     path = tmp_path / "design.json"

@@ -100,7 +100,7 @@ def test_a_seed_reproduces_in_another_process_whatever_the_hash_seed() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "node.cli",
+        "node.cli.main",
         *["sim", "--nodes", "4", "--seed", "11", "--duration", "2", "--random-faults", "--json"],
     ]
     hashes = set()
@@ -115,7 +115,7 @@ def test_a_seed_reproduces_in_another_process_whatever_the_hash_seed() -> None:
 def test_a_failing_run_prints_the_seed_and_the_command_that_reproduces_it() -> None:
     # Three of four nodes down for good: no quorum, so liveness must fail.
     args = "sim --nodes 4 --seed 3 --duration 1 --crash n1@0.5 --crash n2@0.5 --crash n3@0.5"
-    cmd = [sys.executable, "-m", "node.cli", *args.split()]
+    cmd = [sys.executable, "-m", "node.cli.main", *args.split()]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert "seed 3 failed" in out.stdout and "tally sim --nodes 4 --seed 3" in out.stdout

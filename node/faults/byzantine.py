@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
-from typing import Any
 
 from consensus.events import Action, Broadcast, Event, Send
 from consensus.pbft.messages import (
@@ -29,48 +27,9 @@ from consensus.pbft.replica import Replica
 from consensus.pow.replica import PowReplica
 from ledger.block import Batch, Block
 from ledger.encoding import Struct
+from node.faults import powattacks
+from node.faults.behaviour import Behaviour, Context, RawAction, SendRaw
 from node.faults.spec import FaultSpec
-
-
-@dataclass(frozen=True)
-class SendRaw:
-    """Bytes that are not a valid message, straight onto the wire (flooding)."""
-
-    to: str
-    data: bytes
-    unchecked: bool = False  # bypass the sender's frame-size check
-
-
-RawAction = Action | SendRaw
-
-
-@dataclass
-class Context:
-    # A PBFT Replica or a PowReplica: each behaviour disturbs one kind and reads it as such.
-    replica: Any
-    peers: list[str]  # every other member, in member order
-    rng: random.Random
-
-    def halves(self, colluders: set[str]) -> tuple[list[str], list[str]]:
-        """Honest peers split in two; colluders are in on it and get both versions."""
-        honest = [p for p in self.peers if p not in colluders]
-        cut = len(honest) // 2
-        return honest[:cut], honest[cut:]
-
-
-class Behaviour:
-    def __init__(self, spec: FaultSpec) -> None:
-        self.spec = spec
-
-    def rewrite(self, ctx: Context, actions: list[RawAction]) -> list[RawAction]:
-        return actions
-
-    def serve(self, ctx: Context, blocks: Blocks) -> Blocks:
-        return blocks
-
-    def admit(self, ctx: Context, event: Event) -> bool:
-        """Whether the replica gets to see this input (a private fork ignores the others)."""
-        return True
 
 
 def _outgoing(action: RawAction) -> Struct | None:
@@ -236,12 +195,9 @@ BEHAVIOURS: dict[str, type[Behaviour]] = {
 
 
 def behaviour_class(kind: str) -> type[Behaviour]:
-    """The behaviour for a Byzantine fault kind (PoW attacks live in their own module, which
-    builds on this one, so they are looked up when first needed)."""
+    """The behaviour for a Byzantine fault kind (PBFT's here, proof of work's in powattacks)."""
     if kind in BEHAVIOURS:
         return BEHAVIOURS[kind]
-    from node.faults import powattacks
-
     return powattacks.ATTACKS[kind]
 
 

@@ -22,7 +22,7 @@ from consensus.pbft.messages import Blocks, ForwardTxs
 from consensus.pow.replica import PowReplica
 from consensus.pow.seal import PowTip
 from ledger.block import Block
-from node.faults.byzantine import Behaviour, Context, RawAction
+from node.faults.behaviour import Behaviour, Context, RawAction
 from node.faults.spec import FaultSpec
 
 

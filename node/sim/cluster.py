@@ -47,12 +47,13 @@ from ledger.crypto import KeyPair
 from ledger.encoding import DecodeError, Struct, decode_any
 from ledger.store import Store
 from ledger.tx import Tx, evidence
-from node.blockserver import serve_fetch
-from node.faults.byzantine import Byzantine, SendRaw
+from node.faults.behaviour import SendRaw
+from node.faults.byzantine import Byzantine
 from node.faults.controller import FaultController
 from node.faults.network import NetworkRules
 from node.faults.spec import FaultSpec
-from node.powboot import recent_chain
+from node.process.blockserver import serve_fetch
+from node.process.powboot import recent_chain
 from node.sim.faults import FaultPlan
 
 AnyReplica = Replica | PowReplica

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from node.config import load_config
+from node.cluster.config import load_config
 from node.faults.spec import FaultSpec
 from node.sim.faults import FaultPlan, parse_crash, parse_partition, random_plan
 from node.sim.powrun import PowSimReport, run_pow_sim

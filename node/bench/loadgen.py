@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from ledger.tx import transfer
-from node.accounts import account_key
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig, load_config
+from node.cluster.accounts import account_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig, load_config
 from node.rpc.client import RpcClient
 from node.rpc.jsonrpc import RpcError
 
@@ -144,7 +144,7 @@ def summarize(r: Run, start: float, end: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m node.loadgen", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m node.bench.loadgen", description=__doc__)
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--rate", type=int, required=True, help="offered tx/s; 0 = saturation")
     p.add_argument("--duration", type=float, default=10.0)

@@ -41,12 +41,12 @@ from contracts.risk_sharing import commitment
 from contracts.risk_sharing.schedule import schedule_args, schedule_from_design
 from ledger.crypto import KeyPair
 from ledger.tx import contract_call
-from node import launcher
-from node.accounts import account_key, signer_key
-from node.bench import free_ports, machine
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig, load_config, local_cluster_toml
-from node.riskcmd import DEFAULT
+from node.bench.pbft import free_ports, machine
+from node.cli.risk import DEFAULT
+from node.cluster import launcher
+from node.cluster.accounts import account_key, signer_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig, load_config, local_cluster_toml
 from node.rpc.client import RpcClient
 from node.rpc.jsonrpc import RpcError
 
@@ -54,7 +54,7 @@ console = Console(stderr=True, width=110)
 NODES = 4
 BALANCE = 10**12
 PBFT = {"batch_wait_ms": 5, "status_interval_ms": 200}
-# The honest path of node.demo PLAYS["honest"], after offer (seller) and accept (buyer).
+# The honest path of node.cli.demo PLAYS["honest"], after offer (seller) and accept (buyer).
 HONEST = (
     ("deliver", "seller"),
     ("redeem", "buyer"),
@@ -62,7 +62,7 @@ HONEST = (
     ("deny_fault", "seller"),
 )
 WINDOW = 100  # blocks per move: generous, so a loaded cluster never takes a default
-UNIT = 100  # ledger units per unit of the risk design's grid, as in node.riskdemo
+UNIT = 100  # ledger units per unit of the risk design's grid, as in node.cli.riskdemo
 SEED = 7
 
 
@@ -286,7 +286,7 @@ async def play_risk_sharing(call: Caller, plan: Plan, pair: Pair, i: int) -> Non
 
 
 def summarize(name: str, contracts: int, latencies: list[float], wall: float) -> dict[str, Any]:
-    """The figures of one phase; percentiles by node.loadgen's rule."""
+    """The figures of one phase; percentiles by node.bench.loadgen's rule."""
     lat = sorted(latencies)
 
     def pct(p: float) -> float | None:
@@ -328,7 +328,7 @@ def render(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m node.contractbench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m node.bench.contracts", description=__doc__)
     add_contract_bench_arguments(p)
     return run_contract_bench(p.parse_args(argv))
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node.config import ClusterConfig
+from node.cluster.config import ClusterConfig
 
 VALID_DAYS = 825
 

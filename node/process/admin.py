@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from node.faults.spec import FaultError, FaultSpec
+from node.process.runtime import NodeRuntime
 from node.rpc.jsonrpc import INVALID_PARAMS, Dispatcher, RpcError, param
-from node.runtime import NodeRuntime
 
 
 def register(dispatcher: Dispatcher, node: NodeRuntime) -> None:

@@ -14,10 +14,10 @@ from contracts.risk_sharing import commitment
 from contracts.risk_sharing.schedule import schedule_args, schedule_from_design
 from ledger.crypto import KeyPair
 from ledger.tx import contract_call
-from node.accounts import account_key, signer_key
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig
-from node.riskcmd import DEFAULT
+from node.cli.risk import DEFAULT
+from node.cluster.accounts import account_key, signer_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig
 from node.rpc.client import RpcClient
 
 console = Console()

@@ -1,7 +1,7 @@
 """Applies cluster.toml's scheduled process faults (kill, pause, restart, twins) to a live
 cluster: `tally up` starts it when there are any, `tally down` stops it first.
 
-    python -m node.supervisor -c cluster.toml
+    python -m node.cluster.supervisor -c cluster.toml
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import signal
 import sys
 import time
 
-from node import launcher
-from node.config import ClusterConfig, load_config
+from node.cluster import launcher
+from node.cluster.config import ClusterConfig, load_config
 from node.faults.spec import FaultSpec
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
@@ -87,7 +87,7 @@ def targets(cfg: ClusterConfig, spec: FaultSpec) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node.supervisor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m node.cluster.supervisor", description=__doc__)
     parser.add_argument("-c", "--config", default="cluster.toml")
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -13,8 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from node import launcher
-from node.config import ClusterConfig, ConfigError
+from node.cluster import launcher
+from node.cluster.config import ClusterConfig, ConfigError
 from node.faults.spec import CATALOGUE, FaultError, FaultSpec
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
@@ -143,8 +143,8 @@ def inject_process(cfg: ClusterConfig, spec: FaultSpec) -> dict[str, Any]:
 def later(cfg: ClusterConfig, spec: FaultSpec) -> None:
     """End a process fault after its duration, in a detached helper."""
     code = (
-        "import time; from node.config import load_config; from node.faults.spec import "
-        "FaultSpec; from node.supervisor import undo; "
+        "import time; from node.cluster.config import load_config; from node.faults.spec import "
+        "FaultSpec; from node.cluster.supervisor import undo; "
         f"time.sleep({spec.duration_seconds}); "
         f"undo(load_config({str(cfg.path)!r}), FaultSpec.from_dict({spec.to_dict()!r}))"
     )

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from node.config import ClusterConfig
+from node.cluster.config import ClusterConfig
 
 
 class LaunchError(Exception):
@@ -29,7 +29,7 @@ def running_pid(cfg: ClusterConfig, node_id: str) -> int | None:
     # A recycled PID belongs to someone else: only claim our own process.
     if node_id == "broker":
         return pid if cmdline and cmdline[0].endswith(b"mosquitto") else None
-    ours = b"node.main" in cmdline or b"node.supervisor" in cmdline
+    ours = b"node.process.main" in cmdline or b"node.cluster.supervisor" in cmdline
     name = node_id.removesuffix("-twin").encode()
     return pid if ours and (name in cmdline or node_id == "supervisor") else None
 

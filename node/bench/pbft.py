@@ -28,8 +28,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from node import launcher
-from node.config import ClusterConfig, load_config, local_cluster_toml
+from node.cluster import launcher
+from node.cluster.config import ClusterConfig, load_config, local_cluster_toml
 from node.rpc.client import RpcClient
 
 console = Console(stderr=True, width=130)  # the table stays readable in logs and CI
@@ -119,7 +119,7 @@ def run_phase(
     """One loadgen run, with what it cost every node."""
     cfg = load_config(config)
     before = snapshot(cfg)
-    cmd = [sys.executable, "-m", "node.loadgen", "-c", str(config), "--rate", str(rate)]
+    cmd = [sys.executable, "-m", "node.bench.loadgen", "-c", str(config), "--rate", str(rate)]
     cmd += ["--duration", str(duration), "--out", str(out)]
     cmd += ["--total", str(total)] if total else []
     subprocess.run(cmd, check=True)
@@ -321,7 +321,7 @@ def run_memory_bench(args: argparse.Namespace) -> int:
     launcher.up(cfg, log_level="WARNING")
     samples: list[dict[str, Any]] = []
     try:
-        cmd = [sys.executable, "-m", "node.loadgen", "-c", str(config), "--rate", "0"]
+        cmd = [sys.executable, "-m", "node.bench.loadgen", "-c", str(config), "--rate", "0"]
         cmd += ["--duration", "1e9", "--total", str(args.transfers)]
         cmd += ["--out", str(workdir / "memory.json"), "--drain", "120"]
         loadgen = subprocess.Popen(cmd)

@@ -14,10 +14,10 @@ from rich.console import Console
 
 from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
-from node.accounts import resolve_address
-from node.config import ClusterConfig
-from node.contractcalls import call, contract_id, show
-from node.riskcmd import add_risk_arguments, cmd_risk
+from node.cli.contractcalls import call, contract_id, show
+from node.cli.risk import add_risk_arguments, cmd_risk
+from node.cluster.accounts import resolve_address
+from node.cluster.config import ClusterConfig
 
 console = Console() if sys.stdout.isatty() else Console(width=120)
 MOVES = [

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from node.config import ClusterConfig, ConfigError
-from node.procs import LaunchError, log_tail, running_pid, spawn, stop_pid
-from node.tlscerts import ensure_tls
+from node.cluster.config import ClusterConfig, ConfigError
+from node.cluster.procs import LaunchError, log_tail, running_pid, spawn, stop_pid
+from node.cluster.tlscerts import ensure_tls
 from node.transport.envelope import OVERHEAD
 
 INSTALL_HINT = (

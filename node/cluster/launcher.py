@@ -11,10 +11,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from node import broker
-from node.bootstrap import ensure_initialized
-from node.config import ClusterConfig, NodeSpec
-from node.procs import LaunchError, _alive, _state, log_tail, running_pid, spawn, stop_pid
+from node.cluster import broker
+from node.cluster.bootstrap import ensure_initialized
+from node.cluster.config import ClusterConfig, NodeSpec
+from node.cluster.procs import LaunchError, _alive, _state, log_tail, running_pid, spawn, stop_pid
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
 
@@ -35,7 +35,7 @@ def start_node(
     cmd = [
         sys.executable,
         "-m",
-        "node.main",
+        "node.process.main",
         "-c",
         str(cfg.path),
         "--node",
@@ -80,7 +80,7 @@ def up(cfg: ClusterConfig, timeout_s: float = 30.0, log_level: str = "INFO") -> 
         raise
     scheduled = [f for f in cfg.faults if f.category == "process" or f.kind == "twins"]
     if scheduled and running_pid(cfg, "supervisor") is None:
-        cmd = [sys.executable, "-m", "node.supervisor", "-c", str(cfg.path)]
+        cmd = [sys.executable, "-m", "node.cluster.supervisor", "-c", str(cfg.path)]
         pids["supervisor"] = spawn(cfg, "supervisor", cmd)
     return pids
 

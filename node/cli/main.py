@@ -15,35 +15,25 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from ledger.tx import transfer
-from node import broker, launcher
-from node.accounts import account_key, resolve_address
-from node.bench import add_pbft_arguments
-from node.bootstrap import ensure_initialized, load_genesis, pow_config
-from node.config import ClusterConfig, ConfigError, load_config
-from node.contractcmd import add_contract_arguments, cmd_contract
-from node.designcmd import add_design_arguments, cmd_design
-from node.faultcmd import add_fault_arguments, cmd_check, cmd_fault
+from node.audit.verify import verify_node
+from node.bench.pbft import add_pbft_arguments
+from node.cli.contract import add_contract_arguments, cmd_contract
+from node.cli.design import add_design_arguments, cmd_design
+from node.cli.fault import add_fault_arguments, cmd_check, cmd_fault
+from node.cli.output import console, emit, err
+from node.cli.status import all_status, render_status
+from node.cluster import broker, launcher
+from node.cluster.accounts import account_key, resolve_address
+from node.cluster.bootstrap import ensure_initialized, load_genesis, pow_config
+from node.cluster.config import ClusterConfig, ConfigError, load_config
+from node.cluster.tlscerts import ensure_tls
 from node.faults.spec import FaultError
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
 from node.sim.command import add_sim_arguments, run_sim_command
-from node.tlscerts import ensure_tls
-from node.verify import verify_node
-
-# Piped output (logs, CI) has no terminal width: use one that fits the status table.
-console = Console() if sys.stdout.isatty() else Console(width=120)
-err = Console(stderr=True)
-
-
-def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], None]) -> None:
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        render(data)
 
 
 def pick_node(cfg: ClusterConfig, node_id: str | None) -> str:
@@ -112,79 +102,6 @@ def cmd_down(args: argparse.Namespace, cfg: ClusterConfig) -> int:
 
 
 # -- inspection ------------------------------------------------------------------------------
-
-
-async def all_status(cfg: ClusterConfig) -> list[dict[str, Any]]:
-    async def one(node_id: str, url: str) -> dict[str, Any]:
-        try:
-            async with RpcClient(url, timeout=3.0) as client:
-                result: dict[str, Any] = await client.call("status")
-                return result
-        except (RpcUnavailable, RpcError) as e:
-            return {"node_id": node_id, "error": str(e)}
-
-    return list(await asyncio.gather(*(one(n.id, n.rpc_url) for n in cfg.nodes)))
-
-
-def render_status(rows: list[dict[str, Any]]) -> None:
-    if any(r.get("consensus_kind") == "pow" for r in rows):
-        render_pow_status(rows)
-        return
-    table = Table(title="Tally cluster")
-    cols = (
-        "node",
-        "role",
-        "height",
-        "view",
-        "primary",
-        "stable",
-        "watermarks",
-        "last hash",
-        "txs",
-        "mempool",
-    )
-    for col in cols:
-        table.add_column(col, justify="right" if col in ("height", "view") else "left")
-    for r in rows:
-        if "error" in r:
-            table.add_row(r["node_id"], "[red]down[/]", *[""] * 5, r["error"][:40], "", "")
-            continue
-        view = str(r["view"]) + ("" if r["view_active"] else " (changing)")
-        table.add_row(
-            r["node_id"],
-            r["role"],
-            str(r["height"]),
-            view,
-            r["primary"],
-            str(r["stable_checkpoint"]),
-            f"{r['low_watermark']}..{r['high_watermark']}",
-            r["last_block_hash"][:12],
-            str(r["txs_committed"]),
-            str(r["mempool"]),
-        )
-    console.print(table)
-
-
-def render_pow_status(rows: list[dict[str, Any]]) -> None:
-    table = Table(title="Tally cluster (proof of work)")
-    cols = ("node", "height", "final", "difficulty", "bits", "last hash", "txs", "mempool")
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("node", "bits", "last hash") else "right")
-    for r in rows:
-        if "error" in r:
-            table.add_row(r["node_id"], "[red]down[/]", *[""] * 3, r["error"][:40], "", "")
-            continue
-        table.add_row(
-            r["node_id"],
-            str(r["height"]),
-            str(r["final_height"]),
-            str(r["difficulty"]),
-            r["bits"],
-            r["last_block_hash"][:12],
-            str(r["txs_committed"]),
-            str(r["mempool"]),
-        )
-    console.print(table)
 
 
 def cmd_status(args: argparse.Namespace, cfg: ClusterConfig) -> int:
@@ -271,7 +188,7 @@ def cmd_verify(args: argparse.Namespace, cfg: ClusterConfig) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, cfg: ClusterConfig) -> int:
-    from node.demo import run_demo
+    from node.cli.demo import run_demo
 
     return run_demo(cfg, txs_per_account=args.txs, keep_up=args.keep_up)
 
@@ -282,16 +199,16 @@ def cmd_sim(args: argparse.Namespace, cfg: ClusterConfig | None) -> int:
 
 # `tally bench NAME` -> (module, function); imported on use, so other commands start fast.
 BENCHES = {
-    "pbft": ("node.bench", "run_pbft_bench"),
-    "transport": ("node.bench", "run_pbft_bench"),
-    "memory": ("node.bench", "run_memory_bench"),
-    "pow": ("node.powbench", "run_pow_bench"),
-    "double-spend": ("node.powbench", "run_double_spend_bench"),
-    "risk-design": ("node.designbench", "run_design_bench"),
-    "contracts": ("node.contractbench", "run_contract_bench"),
-    "replay": ("node.replaybench", "run_replay_bench"),
-    "sim": ("node.simbench", "run_sim_bench"),
-    "suite": ("node.benchsuite", "run_suite"),
+    "pbft": ("node.bench.pbft", "run_pbft_bench"),
+    "transport": ("node.bench.pbft", "run_pbft_bench"),
+    "memory": ("node.bench.pbft", "run_memory_bench"),
+    "pow": ("node.bench.pow", "run_pow_bench"),
+    "double-spend": ("node.bench.pow", "run_double_spend_bench"),
+    "risk-design": ("node.bench.design", "run_design_bench"),
+    "contracts": ("node.bench.contracts", "run_contract_bench"),
+    "replay": ("node.bench.replay", "run_replay_bench"),
+    "sim": ("node.bench.sim", "run_sim_bench"),
+    "suite": ("node.bench.suite", "run_suite"),
 }
 
 
@@ -389,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     bp = b.add_parser("pbft", help="PBFT throughput and latency with real processes")
     bp.set_defaults(fn=cmd_bench)
     add_pbft_arguments(bp)
-    from node.designbench import add_design_bench_arguments
-    from node.powbench import add_double_spend_arguments, add_pow_bench_arguments
+    from node.bench.design import add_design_bench_arguments
+    from node.bench.pow import add_double_spend_arguments, add_pow_bench_arguments
 
     bw = b.add_parser("pow", help="proof of work: block interval after retargeting, live")
     bw.set_defaults(fn=cmd_bench)
@@ -408,11 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_suite_benches(b: Any) -> None:
-    from node.bench import add_memory_arguments
-    from node.benchsuite import add_suite_arguments
-    from node.contractbench import add_contract_bench_arguments
-    from node.replaybench import add_replay_arguments
-    from node.simbench import add_sim_bench_arguments
+    from node.bench.contracts import add_contract_bench_arguments
+    from node.bench.pbft import add_memory_arguments
+    from node.bench.replay import add_replay_arguments
+    from node.bench.sim import add_sim_bench_arguments
+    from node.bench.suite import add_suite_arguments
 
     benches: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
         ("transport", "PBFT over TCP and over MQTT, the same load, one run", add_pbft_arguments),

@@ -50,10 +50,10 @@ from ledger.errors import (
 )
 from ledger.store import Store
 from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx, evidence
-from node.blockserver import serve_fetch
-from node.faults.byzantine import SendRaw
+from node.faults.behaviour import SendRaw
 from node.faults.controller import FaultController
-from node.miner import Miner
+from node.process.blockserver import serve_fetch
+from node.process.miner import Miner
 from node.transport.base import Transport
 
 log = logging.getLogger("tally.node")

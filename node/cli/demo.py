@@ -13,15 +13,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
 from ledger.tx import Tx, contract_call, transfer
-from node import launcher
-from node.accounts import account_key
-from node.bootstrap import load_genesis
-from node.cli import all_status, render_status
-from node.config import ClusterConfig
-from node.riskdemo import risk_sharing
+from node.audit.verify import verify_node
+from node.cli.riskdemo import risk_sharing
+from node.cli.status import all_status, render_status
+from node.cluster import launcher
+from node.cluster.accounts import account_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig
 from node.rpc.client import RpcClient
 from node.rpc.jsonrpc import RpcError
-from node.verify import verify_node
 
 console = Console()
 BATCH = 50

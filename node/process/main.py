@@ -1,4 +1,4 @@
-"""One node process: `python -m node.main --config cluster.toml --node n0`.
+"""One node process: `python -m node.process.main --config cluster.toml --node n0`.
 
 `tally up` starts one of these per [[node]]; it runs until SIGTERM or SIGINT.
 """
@@ -21,19 +21,19 @@ from ledger.block import Genesis
 from ledger.crypto import KeyPair
 from ledger.encoding import decode_any
 from ledger.store import Store
-from node import broker
-from node.auth import KeyAuthenticator
-from node.bootstrap import load_genesis, load_key, pbft_config, pow_config
-from node.config import ClusterConfig, ConfigError, load_config
+from node.cluster import broker
+from node.cluster.bootstrap import load_genesis, load_key, pbft_config, pow_config
+from node.cluster.config import ClusterConfig, ConfigError, load_config
+from node.cluster.tlscerts import client_context
 from node.faults.byzantine import Byzantine
 from node.faults.controller import FaultController
 from node.faults.network import FaultyTransport, NetworkRules
-from node.miner import Miner
-from node.powboot import recent_chain
-from node.rpc import admin, methods
+from node.process import admin, methods
+from node.process.miner import Miner
+from node.process.powboot import recent_chain
+from node.process.runtime import NodeRuntime
 from node.rpc.jsonrpc import Dispatcher, make_app
-from node.runtime import NodeRuntime
-from node.tlscerts import client_context
+from node.transport.auth import KeyAuthenticator
 from node.transport.envelope import Opener, Sealer
 from node.transport.mqtt import MqttLink, MqttTransport
 from node.transport.tcp import TcpTransport
@@ -141,7 +141,7 @@ async def serve(cfg: ClusterConfig, node_id: str, twin: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node.main", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m node.process.main", description=__doc__)
     parser.add_argument("-c", "--config", default="cluster.toml")
     parser.add_argument("--node", required=True, help="the [[node]] id to run")
     parser.add_argument("--log-level", default="INFO")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.tx import contract_call
-from node.accounts import signer_key
-from node.bootstrap import load_genesis
-from node.config import ClusterConfig, ConfigError
+from node.cluster.accounts import signer_key
+from node.cluster.bootstrap import load_genesis
+from node.cluster.config import ClusterConfig, ConfigError
 from node.rpc.client import RpcClient
 
 

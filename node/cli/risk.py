@@ -28,9 +28,9 @@ from contracts.risk_sharing.schedule import (
     schedule_args,
     schedule_from_design,
 )
-from node.accounts import resolve_address, signer_key
-from node.config import ClusterConfig, ConfigError
-from node.contractcalls import call, contract_id, show
+from node.cli.contractcalls import call, contract_id, show
+from node.cluster.accounts import resolve_address, signer_key
+from node.cluster.config import ClusterConfig, ConfigError
 
 console = Console() if sys.stdout.isatty() else Console(width=120)
 OPS = ("create", "deposit", "commit", "report", "reveal", "audit", "show")

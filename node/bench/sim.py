@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from node.bench import console, emit, machine, number_list
+from node.bench.pbft import console, emit, machine, number_list
 from node.sim.faults import FaultPlan
 from node.sim.run import run_sim
 

@@ -24,9 +24,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from node import launcher
-from node.bench import free_ports, machine
-from node.config import ClusterConfig, load_config, local_cluster_toml
+from node.bench.pbft import free_ports, machine
+from node.cluster import launcher
+from node.cluster.config import ClusterConfig, load_config, local_cluster_toml
 from node.rpc.client import RpcClient
 from node.sim.doublespend import exact, nakamoto, success_rate
 

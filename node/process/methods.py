@@ -11,10 +11,10 @@ from consensus.pow.difficulty import work
 from consensus.pow.replica import PowReplica
 from ledger.crypto import ADDRESS_SIZE
 from ledger.errors import LedgerError, UnknownBlock, UnknownContract, UnknownTx
-from node.config import NodeSpec
+from node.cluster.config import NodeSpec
+from node.process.runtime import NodeRuntime, now_ms
+from node.process.views import account_view, block_view, contract_view, describe_vote, tx_view
 from node.rpc.jsonrpc import INVALID_PARAMS, Dispatcher, RpcError, param
-from node.runtime import NodeRuntime, now_ms
-from node.views import account_view, block_view, contract_view, describe_vote, tx_view
 
 WAIT_TIMEOUT_S = 30.0
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]

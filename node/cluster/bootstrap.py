@@ -12,7 +12,7 @@ from consensus.pow.config import PowConfig
 from ledger.block import Genesis, Member
 from ledger.crypto import KeyPair
 from ledger.encoding import DecodeError
-from node.config import ClusterConfig, ConfigError
+from node.cluster.config import ClusterConfig, ConfigError
 
 
 def ensure_initialized(cfg: ClusterConfig) -> Genesis:

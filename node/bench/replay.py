@@ -25,8 +25,8 @@ from ledger.crypto import KeyPair
 from ledger.state import execute_batch
 from ledger.store import Store
 from ledger.tx import transfer
-from node.bench import console, emit, machine
-from node.replay import replay
+from node.audit.replay import replay
+from node.bench.pbft import console, emit, machine
 
 MEMBERS = [KeyPair(bytes([i + 1]) * 32) for i in range(4)]
 
@@ -95,7 +95,7 @@ def run_replay_bench(args: argparse.Namespace) -> int:
         built = build_chain(path, args.blocks, args.txs, args.accounts)
         modes = []
         for signatures in (False, True):
-            cmd = [sys.executable, "-m", "node.replaybench", str(path), str(args.accounts)]
+            cmd = [sys.executable, "-m", "node.bench.replay", str(path), str(args.accounts)]
             cmd += ["--signatures"] if signatures else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             modes.append(json.loads(out))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.bench import console, machine
+from node.bench.pbft import console, machine
 
 # (name, arguments after `tally bench`): the order they run in.
 SUITE: list[tuple[str, list[str]]] = [
@@ -49,7 +49,7 @@ def run_suite(args: argparse.Namespace) -> int:
         commands.append("tally bench " + shlex.join(bench_args + extra))
         console.rule(f"[bold]{name}[/]")
         start = time.monotonic()
-        cmd = [sys.executable, "-m", "node.cli", "bench", *bench_args, *extra]
+        cmd = [sys.executable, "-m", "node.cli.main", "bench", *bench_args, *extra]
         subprocess.run(cmd, check=True)
         console.print(f"{name}: {time.monotonic() - start:.0f} s")
     report = render_report(out, commands)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ledger.crypto import ADDRESS_SIZE, KeyPair
-from node.bootstrap import load_key
-from node.config import ClusterConfig, ConfigError
+from node.cluster.bootstrap import load_key
+from node.cluster.config import ClusterConfig, ConfigError
 
 
 def account_key(cfg: ClusterConfig, name: str) -> KeyPair:

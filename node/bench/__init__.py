@@ -1,0 +1,1 @@
+"""Benchmarks (`tally bench ...`): real clusters and a separate load generator."""

@@ -1,0 +1,1 @@
+"""The `tally` command line: one module per subcommand group, and the demos."""
