@@ -1,4 +1,2 @@
-"""Contract engines.  Importing this package registers them with the ledger."""
-
-from contracts import exchange as exchange
-from contracts import risk_sharing as risk_sharing
+"""Contract engines, and `registry`: the table of them, by name.  Importing this package
+registers nothing; a ledger State runs only the engines it is given."""

@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from contracts.design.exchange import STATES
-from ledger.contract import Context, ContractError, ContractRecord, Effect, register
+from ledger.contract import Context, ContractError, ContractRecord, Effect
 from ledger.crypto import ADDRESS_SIZE
 from ledger.encoding import MAX_INT, Struct, Tag
 
@@ -34,6 +33,16 @@ STAGES: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 ORDER = [*STAGES, "settled"]
 OPS = {op: stage for stage, (_, ops, _) in STAGES.items() for op in ops}
+
+
+def state(redeem: bool, complain: bool, fault: bool) -> str:
+    """An outcome the contract observes: redeem (R) or not (X), complain (C) or not (N),
+    fault admitted (F) or not (N).  Its table pays one row per outcome, and the designer
+    (`contracts/design/exchange.py`) designs the table over the same outcomes."""
+    return f"{'R' if redeem else 'X'}{'C' if complain else 'N'}{'F' if fault else 'N'}"
+
+
+STATES = tuple(state(r, c, f) for r in (True, False) for c in (True, False) for f in (True, False))
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,7 @@ class Exchange(Struct):
         return self.table[i], self.table[i + 1], self.table[i + 2]
 
     def final_state(self) -> str:
-        r, c, f = self.redeemed, self.complained, self.admitted
-        return f"{'R' if r else 'X'}{'C' if c else 'N'}{'F' if f else 'N'}"
+        return state(self.redeemed, self.complained, self.admitted)
 
     def party(self, address: bytes) -> str | None:
         if address == self.seller:
@@ -265,6 +273,3 @@ def _list(v: Any, n: int, name: str) -> list[Any]:
     if not isinstance(v, list) or len(v) != n:
         raise ContractError("bad_offer", f"{name!r} must be a list of {n} integers")
     return v
-
-
-register(ExchangeEngine())

@@ -1,16 +1,19 @@
 """The ledger's side of contracts: records in the state, and the engine interface.
 
-Contract engines live in `contracts/` and register here at import; the ledger
-never imports them (imports point node -> contracts -> ledger).  An engine is a
-deterministic state machine: given its encoded state, an operation and the
-context, it returns an Effect (its new state and the money to move), or raises
-ContractError, which fails the tx with that reason and changes nothing.
+Contract engines live in `contracts/`; the ledger never imports them (imports point
+node -> contracts -> ledger).  Whoever builds a State hands it the engines, by name,
+that the chain runs (`Engines`); nothing registers itself at import, so what a block
+does never depends on what happened to be imported.  An engine is a deterministic
+state machine: given its encoded state, an operation and the context, it returns an
+Effect (its new state and the money to move), or raises ContractError, which fails
+the tx with that reason and changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from ledger.encoding import Struct, Tag, hash_bytes
@@ -74,8 +77,15 @@ class Engine(Protocol):
     def on_deadline(self, record: ContractRecord, ctx: Context) -> Effect: ...
 
 
-ENGINES: dict[str, Engine] = {}
+Engines = Mapping[str, Engine]  # engine name -> engine: what a State can execute
+NO_ENGINES: Engines = MappingProxyType({})
 
 
-def register(engine: Engine) -> None:
-    ENGINES[engine.name] = engine
+def engine_table(*engines: Engine) -> Engines:
+    """An immutable name -> engine table; two engines with one name are an error."""
+    table: dict[str, Engine] = {}
+    for engine in engines:
+        if engine.name in table:
+            raise ValueError(f"two contract engines are named {engine.name!r}")
+        table[engine.name] = engine
+    return MappingProxyType(table)

@@ -1,13 +1,28 @@
-"""Ledger state and the pure state transition `apply_block(state, block)`."""
+"""Ledger state and the pure state transition `apply_block(state, block)`.
+
+A State carries the contract engines it executes (name -> engine), given by whoever
+builds it: the ledger never imports `contracts/`, and no engine registers itself, so a
+block's outcome depends only on (state, block), never on what was imported.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Protocol
 
 from ledger.block import Batch, Block, BlockHeader, Genesis, tx_root
-from ledger.contract import BURN_ADDRESS, ENGINES, Context, ContractError, ContractRecord, Effect
+from ledger.contract import (
+    BURN_ADDRESS,
+    NO_ENGINES,
+    Context,
+    ContractError,
+    ContractRecord,
+    Effect,
+    Engine,
+    Engines,
+)
 from ledger.encoding import Struct, Tag
 from ledger.errors import InvalidBlock, MalformedTx
 from ledger.merkle import merkle_root
@@ -17,6 +32,8 @@ OK = "ok"
 BAD_NONCE = "bad_nonce"
 INSUFFICIENT_FUNDS = "insufficient_funds"
 MALFORMED = "malformed"
+UNKNOWN_ENGINE = "unknown_engine"
+UNKNOWN_CONTRACT = "unknown_contract"
 
 
 @dataclass(frozen=True)
@@ -41,21 +58,36 @@ class Receipt(Struct):
 
 
 class State:
-    """Balances and nonces by address, and contracts by id.  Immutable: transitions return a
-    new State."""
+    """Balances and nonces by address, contracts by id, and the engines that run them.
+    Immutable: transitions return a new State, with the same engines.
 
-    __slots__ = ("_accounts", "_contracts", "_root")
+    The engines are not part of the root: they are the code the chain runs, not its data.
+    A call to an engine the state was not given fails with `unknown_engine`.
+    """
+
+    __slots__ = ("_accounts", "_contracts", "_engines", "_root")
 
     def __init__(
-        self, accounts: Mapping[bytes, Account], contracts: Mapping[bytes, ContractRecord] = {}
+        self,
+        accounts: Mapping[bytes, Account],
+        contracts: Mapping[bytes, ContractRecord] = {},
+        *,
+        engines: Engines,
     ) -> None:
         self._accounts = MappingProxyType(dict(accounts))
         self._contracts = MappingProxyType(dict(contracts))
+        self._engines = (
+            engines if isinstance(engines, MappingProxyType) else MappingProxyType(dict(engines))
+        )
         self._root: bytes | None = None
 
     @classmethod
-    def from_genesis(cls, genesis: Genesis) -> State:
-        return cls({a: Account(a, b, 0) for a, b in genesis.balances().items()})
+    def from_genesis(cls, genesis: Genesis, engines: Engines) -> State:
+        return cls({a: Account(a, b, 0) for a, b in genesis.balances().items()}, engines=engines)
+
+    @property
+    def engines(self) -> Engines:
+        return self._engines
 
     @property
     def accounts(self) -> Mapping[bytes, Account]:
@@ -63,6 +95,9 @@ class State:
 
     def account(self, address: bytes) -> Account:
         return self._accounts.get(address) or Account(address, 0, 0)
+
+    def balance(self, address: bytes) -> int:
+        return self.account(address).balance
 
     @property
     def contracts(self) -> Mapping[bytes, ContractRecord]:
@@ -81,12 +116,66 @@ class State:
         return self._root
 
 
+class Unfunded(ContractError):
+    """A contract call whose debits (into escrow) a balance cannot cover."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INSUFFICIENT_FUNDS, message)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A contract call that would execute: the contract's id, its record (None when the call
+    creates it), the engine, and the effect to settle."""
+
+    cid: bytes
+    record: ContractRecord | None
+    engine: Engine
+    effect: Effect
+
+
+class CallView(Protocol):
+    """What checking a contract call reads: a State, or a block's working copy of one."""
+
+    @property
+    def engines(self) -> Engines: ...
+
+    @property
+    def contracts(self) -> Mapping[bytes, ContractRecord]: ...
+
+    def balance(self, address: bytes) -> int: ...
+
+
+def check_call(view: CallView, tx: Tx, height: int) -> Call:
+    """The one check of a contract tx (its payload already well-formed) at `height`: it runs
+    the engine and raises ContractError with the reason its receipt would carry (`Unfunded`
+    for a debit the balance cannot cover).  Block execution settles the returned Call; a node
+    calls this to refuse a doomed call before ordering it."""
+    p = tx.payload
+    engine = view.engines.get(p["engine"])
+    if engine is None:
+        raise ContractError(UNKNOWN_ENGINE, f"no contract engine {p['engine']!r}")
+    record = view.contracts.get(p["id"]) if p["id"] else None
+    if p["id"] and record is None:
+        raise ContractError(UNKNOWN_CONTRACT, f"no contract {p['id'].hex()}")
+    ctx = Context(height, tx.sender_address, tx.tx_id, view.balance)
+    effect = engine.apply(record, p["op"], p["args"], ctx)
+    for address, amount in effect.debits.items():
+        if view.balance(address) < amount:
+            raise Unfunded(
+                f"this call needs {amount} in escrow; the balance is {view.balance(address)}"
+            )
+    # A new contract is named by the tx that creates it.
+    return Call(p["id"] or tx.tx_id, record, engine, effect)
+
+
 class _Working:
     """The mutable copy of the state that one block's transition works on."""
 
     def __init__(self, state: State, height: int) -> None:
         self.accounts = dict(state.accounts)
         self.contracts = dict(state.contracts)
+        self.engines = state.engines
         self.height = height
 
     def account(self, address: bytes) -> Account:
@@ -129,26 +218,17 @@ class _Working:
         return OK
 
     def call(self, tx: Tx) -> str:
-        p = tx.payload
-        engine = ENGINES.get(p["engine"])
-        if engine is None:
-            return "unknown_engine"
-        cid = p["id"] or tx.tx_id  # a new contract is named by the tx that creates it
-        record = self.contracts.get(p["id"]) if p["id"] else None
-        if p["id"] and record is None:
-            return "unknown_contract"
         try:
-            ctx = Context(self.height, tx.sender_address, tx.tx_id, self.balance)
-            effect = engine.apply(record, p["op"], p["args"], ctx)
+            c = check_call(self, tx, self.height)
         except ContractError as e:
             return e.reason
-        return self.settle(record, cid, engine.name, effect, payer=tx.sender_address)
+        return self.settle(c.record, c.cid, c.engine.name, c.effect, payer=tx.sender_address)
 
     def deadlines(self) -> None:
         """Defaults for moves not made in time, in contract-id order (deterministic)."""
         for cid in sorted(c for c, r in self.contracts.items() if r.active):
             record = self.contracts[cid]
-            engine = ENGINES.get(record.engine)
+            engine = self.engines.get(record.engine)
             due = engine.deadline(record) if engine else None
             while engine and record.active and due is not None and due <= self.height:
                 effect = engine.on_deadline(record, Context(self.height, b"", b"", self.balance))
@@ -191,7 +271,7 @@ def apply_txs(
     w = _Working(state, height)
     receipts = tuple(Receipt(tx.tx_id, apply_tx(w, tx)) for tx in txs)
     w.deadlines()
-    return State(w.accounts, w.contracts), receipts
+    return State(w.accounts, w.contracts, engines=state.engines), receipts
 
 
 def receipts_root(receipts: Iterable[Receipt]) -> bytes:
@@ -253,5 +333,5 @@ def genesis_header(genesis: Genesis) -> BlockHeader:
         proposer="",
         tx_root=tx_root(()),
         receipts_root=receipts_root(()),
-        state_root=State.from_genesis(genesis).root(),
+        state_root=State.from_genesis(genesis, NO_ENGINES).root(),  # engines are not in roots
     )

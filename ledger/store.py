@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.block import Block, BlockHeader, Genesis, check_successor
-from ledger.contract import ContractRecord
+from ledger.contract import ContractRecord, Engines
 from ledger.errors import InvalidBlock
 from ledger.state import Account, Receipt, State, genesis_header
 from ledger.tx import EVIDENCE, Tx
@@ -54,8 +54,12 @@ class TxRecord:
 class Store:
     """The durable chain.  Holds the committed state in memory, mirrored on disk."""
 
-    def __init__(self, path: str | Path, genesis: Genesis, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: str | Path, genesis: Genesis, *, engines: Engines, synchronous: str = "FULL"
+    ) -> None:
+        """`engines` are the contract engines its state executes (see ledger.state.State)."""
         self.genesis = genesis
+        self.engines = engines
         self._depth = 0  # nesting of open transactions (see _Transaction)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -70,7 +74,7 @@ class Store:
         self.tx_count: int = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
 
     def _init(self, genesis: Genesis) -> None:
-        state, header = State.from_genesis(genesis), genesis_header(genesis)
+        state, header = State.from_genesis(genesis, self.engines), genesis_header(genesis)
         with self._transaction():
             self._db.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.encode(),))
             self._insert_block(Block(header, (), b""), ())
@@ -87,6 +91,7 @@ class Store:
         state = State(
             {bytes(a): Account(bytes(a), b, n) for a, b, n in rows},
             {c.contract_id: c for c in records},
+            engines=self.engines,
         )
         if state.root() != header.state_root:
             raise StoreError(f"stored state does not match block {header.height}'s state root")

@@ -1,3 +1,2 @@
-"""All I/O: runtime, transports, RPC, launcher, CLI, simulator."""
-
-import contracts as contracts  # registers the contract engines with the ledger
+"""All I/O, by concern: the node process, RPC, transports, cluster operations, faults, the
+simulator, audits, the CLI and the benchmarks."""

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import contracts  # noqa: F401  (registers the engine)
 from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
 from contracts.exchange import Exchange
@@ -16,6 +15,7 @@ from ledger.contract import BURN_ADDRESS
 from ledger.crypto import KeyPair
 from ledger.state import State, build_block, genesis_header
 from ledger.tx import Tx, contract_call
+from node.engines import chain_engines
 
 SELLER, BUYER, OTHER = (KeyPair(bytes([i]) * 32) for i in (1, 2, 3))
 CHAIN = "exchange-test"
@@ -34,7 +34,8 @@ class Chain:
         self.window = window
         balances = {k.address.hex(): START for k in (SELLER, BUYER, OTHER)}
         genesis = Genesis(CHAIN, 0, (), balances)
-        self.state, self.parent = State.from_genesis(genesis), genesis_header(genesis)
+        self.state = State.from_genesis(genesis, chain_engines())
+        self.parent = genesis_header(genesis)
         self.nonces = {k.address: 0 for k in (SELLER, BUYER, OTHER)}
         self.cid = b""
 

@@ -33,6 +33,7 @@ from ledger.state import BAD_NONCE, MALFORMED, OK, State, apply_txs, build_block
 from ledger.store import Store
 from ledger.tx import EVIDENCE, MAX_EVIDENCE_BYTES, Tx, evidence, transfer
 from node.cli.fault import compare
+from node.engines import chain_engines
 from node.faults.behaviour import RawAction, SendRaw
 from node.faults.byzantine import BEHAVIOURS, Byzantine, Equivocate, Flood
 from node.faults.controller import FaultController
@@ -970,7 +971,7 @@ def test_malformed_evidence_payloads_are_refused(override: dict[str, Any]) -> No
     tx = evidence_tx(c, **override)
     with pytest.raises(MalformedTx):
         tx.check_stateless(c.genesis.chain_id)
-    state = State.from_genesis(c.genesis)
+    state = State.from_genesis(c.genesis, chain_engines())
     after, receipts = apply_txs(state, [tx])
     assert receipts[0].reason == MALFORMED and after.root() == state.root()
 
@@ -987,7 +988,7 @@ def test_evidence_payload_missing_a_key_is_refused() -> None:
 
 def test_an_evidence_tx_applies_bumps_the_nonce_and_moves_no_funds() -> None:
     c = cluster()
-    state = State.from_genesis(c.genesis)
+    state = State.from_genesis(c.genesis, chain_engines())
     alice = c.accounts["alice"].address
     after, receipts = apply_txs(state, [evidence_tx(c, 0), evidence_tx(c, 1, against="n2")])
     assert [r.reason for r in receipts] == [OK, OK] and receipts[0].ok
@@ -1006,7 +1007,7 @@ def test_evidence_from_an_account_without_funds_still_applies() -> None:
     key = key_of(c, "n3")  # a replica reports evidence with its own (empty) account
     a, b = vote(c, Prepare, "n1", D1), vote(c, Prepare, "n1", D2)
     tx = evidence(key, c.genesis.chain_id, 0, "n1", a.encode(), b.encode())
-    state = State.from_genesis(c.genesis)
+    state = State.from_genesis(c.genesis, chain_engines())
     after, receipts = apply_txs(state, [tx])
     assert receipts[0].ok
     assert after.account(key.address).nonce == 1 and after.account(key.address).balance == 0
@@ -1015,7 +1016,7 @@ def test_evidence_from_an_account_without_funds_still_applies() -> None:
 
 def test_store_returns_committed_evidence_filtered_by_member() -> None:
     c = cluster()
-    store = Store(":memory:", c.genesis)
+    store = Store(":memory:", c.genesis, engines=chain_engines())
     txs = (
         evidence_tx(c, 0, against="n1"),
         a_transfer(c, 1),

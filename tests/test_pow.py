@@ -34,6 +34,7 @@ from ledger.crypto import KeyPair
 from ledger.state import State, apply_block, build_block, genesis_header
 from ledger.store import Store
 from ledger.tx import Tx, transfer
+from node.engines import chain_engines
 
 KEYS = {f"n{i}": KeyPair(bytes([i + 1]) * 32) for i in range(3)}
 ALICE, BOB, MALLORY = (KeyPair(bytes([0x40 + i]) * 32) for i in range(3))
@@ -52,7 +53,7 @@ def fresh(cfg: PowConfig | None = None, node: str = "n0") -> PowReplica:
     base = Recent(
         Block(genesis_header(GENESIS), (), b""),
         (),
-        State.from_genesis(GENESIS),
+        State.from_genesis(GENESIS, chain_engines()),
         cfg.initial_bits,
         0,
     )
@@ -192,7 +193,7 @@ def chain_of(
 
 def test_most_work_wins_and_a_reorg_matches_a_fresh_replay() -> None:
     r = fresh()
-    store = Store(":memory:", GENESIS)
+    store = Store(":memory:", GENESIS, engines=chain_engines())
     paid = transfer(ALICE, GENESIS.chain_id, 0, BOB.address, 7)
     x = chain_of(r, GENESIS_HASH, 2, "n1", (paid,))
     for b in x:
@@ -213,7 +214,7 @@ def test_most_work_wins_and_a_reorg_matches_a_fresh_replay() -> None:
         y3.hash,
     ]
     store.switch(switch.fork_height, switch.blocks, switch.state)
-    replay = State.from_genesis(GENESIS)
+    replay = State.from_genesis(GENESIS, chain_engines())
     for b in (y1, y2, y3):
         replay, _ = apply_block(replay, b)
     assert store.state.root() == replay.root() == r.state.root() == y3.header.state_root
@@ -225,7 +226,7 @@ def test_most_work_wins_and_a_reorg_matches_a_fresh_replay() -> None:
 def test_a_reorganised_store_reopens_on_the_new_chain(tmp_path: object) -> None:
     path = f"{tmp_path}/chain.sqlite"
     r = fresh()
-    store = Store(path, GENESIS)
+    store = Store(path, GENESIS, engines=chain_engines())
     for b in chain_of(r, GENESIS_HASH, 1, "n1"):
         e = r.tree.entries[b.hash]
         store.append(b, e.receipts, e.state)  # type: ignore[arg-type]
@@ -235,7 +236,7 @@ def test_a_reorganised_store_reopens_on_the_new_chain(tmp_path: object) -> None:
     switch = next(a for a in offer(r, y[1], sender="n2") if isinstance(a, SwitchChain))
     store.switch(switch.fork_height, switch.blocks, switch.state)
     store.close()
-    again = Store(path, GENESIS)
+    again = Store(path, GENESIS, engines=chain_engines())
     assert again.height == 2 and again.last_header.sha256() == y[1].hash
     assert again.state.root() == y[1].header.state_root
 

@@ -17,6 +17,7 @@ from consensus.pow.replica import PowReplica
 from ledger.state import State, apply_block
 from ledger.tx import transfer
 from node.cluster.config import local_cluster_toml
+from node.engines import chain_engines
 from node.faults.spec import FaultSpec
 from node.sim.cluster import SimCluster
 from node.sim.doublespend import exact, success_rate
@@ -28,7 +29,7 @@ GROUPS = (frozenset({"n0", "n1"}), frozenset({"n2", "n3"}))
 
 def replay(c: SimCluster, node: str) -> State:
     store = c.nodes[node].store
-    state = State.from_genesis(c.genesis)
+    state = State.from_genesis(c.genesis, chain_engines())
     for h in range(1, store.height + 1):
         block = store.get_block(h)
         assert block is not None

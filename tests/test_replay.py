@@ -14,6 +14,7 @@ from ledger.store import Store
 from ledger.tx import transfer
 from node.audit.replay import replay
 from node.bench.replay import build_chain, genesis_for, replay_file
+from node.engines import chain_engines
 
 ACCOUNTS = 20
 
@@ -30,7 +31,7 @@ CONFIG = PbftConfig(GENESIS.chain_id, GENESIS.members)
 
 
 def blocks_of(path: Path) -> list[Block]:
-    store = Store(path, GENESIS)
+    store = Store(path, GENESIS, engines=chain_engines())
     try:
         return list(store.iter_blocks())
     finally:

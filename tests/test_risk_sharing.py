@@ -10,7 +10,6 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-import contracts  # noqa: F401  (registers the engines)
 from contracts.design.risk import RiskProblem, Utility, design_risk
 from contracts.risk_sharing import RiskSharing, commitment, draw_value
 from contracts.risk_sharing.engine import ORDER, ROLES
@@ -26,6 +25,7 @@ from ledger.contract import ContractError
 from ledger.crypto import KeyPair
 from ledger.state import State, build_block, genesis_header
 from ledger.tx import contract_call
+from node.engines import chain_engines
 
 AGENT1, AGENT2, AUDITOR, STRANGER = (KeyPair(bytes([i]) * 32) for i in (1, 2, 3, 4))
 ROLE = {AGENT1: "agent1", AGENT2: "agent2"}
@@ -51,7 +51,8 @@ class Chain:
     def __init__(self, balance: int = 100_000, balances: dict[KeyPair, int] | None = None) -> None:
         funds = {AGENT1: balance, AGENT2: balance, STRANGER: balance, **(balances or {})}
         genesis = Genesis(CHAIN, 0, (), {k.address.hex(): v for k, v in funds.items()})
-        self.state, self.parent = State.from_genesis(genesis), genesis_header(genesis)
+        self.state = State.from_genesis(genesis, chain_engines())
+        self.parent = genesis_header(genesis)
         self.nonces = {k.address: 0 for k in (AGENT1, AGENT2, AUDITOR, STRANGER)}
         self.cid = b""
         self.supply = self.state.total_supply()

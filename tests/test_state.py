@@ -30,6 +30,7 @@ from ledger.state import (
     receipts_root,
 )
 from ledger.tx import Tx, transfer
+from node.engines import chain_engines
 
 CHAIN = "tally-test"
 KEYS = [KeyPair(bytes([i + 1]) * 32) for i in range(4)]
@@ -64,7 +65,7 @@ def build(
 
 def test_apply_block_is_pure() -> None:
     genesis = make_genesis()
-    state = State.from_genesis(genesis)
+    state = State.from_genesis(genesis, chain_engines())
     before, root_before = snapshot(state), state.root()
     txs = [transfer(ALICE, CHAIN, 0, BOB.address, 100), transfer(BOB, CHAIN, 0, STRANGER, 7)]
     block, built_state, built_receipts = build(state, genesis_header(genesis), txs)
@@ -76,7 +77,7 @@ def test_apply_block_is_pure() -> None:
     # the input is untouched, and its root recomputed from scratch is the same
     assert snapshot(state) == before
     assert state.root() == root_before
-    assert State(dict(state.accounts)).root() == root_before
+    assert State(dict(state.accounts), engines=chain_engines()).root() == root_before
     # the same (state, block) gives the same result every time
     assert first.root() == second.root() == built_state.root() == block.header.state_root
     assert receipts1 == receipts2 == built_receipts
@@ -95,12 +96,15 @@ def test_independent_states_from_the_same_genesis_agree() -> None:
     # same genesis built separately, accounts listed in the opposite order
     genesis_b = make_genesis(dict(reversed(list(BALANCES.items()))))
     assert genesis_a.encode() == genesis_b.encode()
-    state_a, state_b = State.from_genesis(genesis_a), State.from_genesis(genesis_b)
+    state_a, state_b = (
+        State.from_genesis(genesis_a, chain_engines()),
+        State.from_genesis(genesis_b, chain_engines()),
+    )
     parent_a, parent_b = genesis_header(genesis_a), genesis_header(genesis_b)
     assert parent_a == parent_b and state_a.root() == state_b.root()
 
     blocks: list[Block] = []
-    state, parent = State.from_genesis(genesis_a), parent_a
+    state, parent = State.from_genesis(genesis_a, chain_engines()), parent_a
     for height, (key, to, amount) in enumerate(
         [(ALICE, BOB.address, 10), (BOB, CAROL.address, 20), (CAROL, STRANGER, 30)], start=1
     ):
@@ -119,13 +123,14 @@ def test_independent_states_from_the_same_genesis_agree() -> None:
 
 def test_root_does_not_depend_on_account_insertion_order() -> None:
     accounts = [Account(k.address, 5 * i, i) for i, k in enumerate(KEYS)]
-    assert State({a.address: a for a in accounts}).root() == (
-        State({a.address: a for a in reversed(accounts)}).root()
+    assert State({a.address: a for a in accounts}, engines=chain_engines()).root() == (
+        State({a.address: a for a in reversed(accounts)}, engines=chain_engines()).root()
     )
     changed = State(
-        {a.address: a for a in accounts[:-1]} | {DAVE.address: Account(DAVE.address, 15, 4)}
+        {a.address: a for a in accounts[:-1]} | {DAVE.address: Account(DAVE.address, 15, 4)},
+        engines=chain_engines(),
     )
-    assert changed.root() != State({a.address: a for a in accounts}).root()
+    assert changed.root() != State({a.address: a for a in accounts}, engines=chain_engines()).root()
 
 
 # ---------------------------------------------------------------------------
@@ -134,7 +139,7 @@ def test_root_does_not_depend_on_account_insertion_order() -> None:
 
 def test_failing_txs_get_receipts_and_change_nothing() -> None:
     genesis = make_genesis()
-    state = State.from_genesis(genesis)
+    state = State.from_genesis(genesis, chain_engines())
     ok_1 = transfer(ALICE, CHAIN, 0, BOB.address, 100)
     bad_nonce = transfer(CAROL, CHAIN, 5, BOB.address, 1)
     poor = transfer(DAVE, CHAIN, 0, BOB.address, 11)  # DAVE holds 10
@@ -173,7 +178,7 @@ def test_failing_txs_get_receipts_and_change_nothing() -> None:
 
 
 def test_self_transfer_keeps_balance_and_bumps_nonce() -> None:
-    state = State.from_genesis(make_genesis())
+    state = State.from_genesis(make_genesis(), chain_engines())
     after, (receipt,) = apply_txs(state, [transfer(ALICE, CHAIN, 0, ALICE.address, 400)])
     assert receipt.reason == OK
     assert after.account(ALICE.address) == Account(ALICE.address, 1_000, 1)
@@ -194,7 +199,7 @@ def test_genesis_supply_is_bounded_so_no_balance_can_overflow() -> None:
     with pytest.raises(ValueError, match="total supply"):
         make_genesis({ALICE.address: MAX_INT, BOB.address: 1})
     ok = make_genesis({ALICE.address: MAX_INT - 1, BOB.address: 1})
-    state = State.from_genesis(ok)
+    state = State.from_genesis(ok, chain_engines())
     tx = transfer(ALICE, CHAIN, 0, BOB.address, MAX_INT - 1)
     _, after, (receipt,) = build(state, genesis_header(ok), [tx])
     assert receipt.ok and after.account(BOB.address).balance == MAX_INT
@@ -207,7 +212,7 @@ def test_genesis_supply_is_bounded_so_no_balance_can_overflow() -> None:
 
 def _one_block() -> tuple[State, BlockHeader, Block]:
     genesis = make_genesis()
-    state = State.from_genesis(genesis)
+    state = State.from_genesis(genesis, chain_engines())
     parent = genesis_header(genesis)
     txs = [transfer(ALICE, CHAIN, 0, BOB.address, 5), transfer(BOB, CHAIN, 0, CAROL.address, 5)]
     block, _, _ = build(state, parent, txs)
@@ -313,7 +318,7 @@ def test_genesis_header_binds_the_genesis() -> None:
     header_a, header_b = genesis_header(a), genesis_header(b)
     assert header_a.height == 0 and header_a.parent == a.sha256()
     assert header_a.timestamp_ms == header_a.proposed_ms == a.timestamp_ms
-    assert header_a.state_root == State.from_genesis(a).root()
+    assert header_a.state_root == State.from_genesis(a, chain_engines()).root()
     assert header_a.sha256() != header_b.sha256()
     assert genesis_header(make_genesis(chain_id="x")).chain_id == "x"
 
@@ -338,10 +343,10 @@ def test_replicas_executing_the_same_batch_derive_the_same_block() -> None:
     genesis_b = make_genesis(dict(reversed(list(BALANCES.items()))))
     received = Batch.decode(batch.encode())
     block_a, state_a, receipts_a = execute_batch(
-        State.from_genesis(genesis_a), genesis_header(genesis_a), batch
+        State.from_genesis(genesis_a, chain_engines()), genesis_header(genesis_a), batch
     )
     block_b, state_b, receipts_b = execute_batch(
-        State.from_genesis(genesis_b), genesis_header(genesis_b), received
+        State.from_genesis(genesis_b, chain_engines()), genesis_header(genesis_b), received
     )
     assert block_a.hash == block_b.hash
     assert block_a.encode() == block_b.encode()
@@ -359,11 +364,13 @@ def test_replicas_executing_the_same_batch_derive_the_same_block() -> None:
     assert header.receipts_root == receipts_root(receipts_a)
     check_successor(parent, header)
     # Any replica can re-check the block with the plain state transition.
-    replayed, replayed_receipts = apply_block(State.from_genesis(genesis_a), block_a)
+    replayed, replayed_receipts = apply_block(
+        State.from_genesis(genesis_a, chain_engines()), block_a
+    )
     assert replayed.root() == state_a.root() and replayed_receipts == receipts_a
     # build_block is execute_batch of the batch it describes.
     built, built_state, built_receipts = build_block(
-        State.from_genesis(genesis_a), parent, batch.txs, "n2", 5_000
+        State.from_genesis(genesis_a, chain_engines()), parent, batch.txs, "n2", 5_000
     )
     assert built == block_a and built.hash == block_a.hash
     assert built_state.root() == state_a.root() and built_receipts == receipts_a
@@ -371,7 +378,7 @@ def test_replicas_executing_the_same_batch_derive_the_same_block() -> None:
 
 def test_the_block_hash_covers_who_proposed_the_batch_and_when() -> None:
     genesis = make_genesis()
-    state, parent = State.from_genesis(genesis), genesis_header(genesis)
+    state, parent = State.from_genesis(genesis, chain_engines()), genesis_header(genesis)
     base = Batch(CHAIN, 1, "n2", 5_000, _batch_txs())
     block, after, _ = execute_batch(state, parent, base)
     for change in ({"proposer": "n3"}, {"proposed_ms": 5_001}):
@@ -383,7 +390,7 @@ def test_the_block_hash_covers_who_proposed_the_batch_and_when() -> None:
 @pytest.mark.parametrize("proposed_ms", [0, 4_999, 5_000, 5_001, 9_000])
 def test_block_time_is_the_later_of_proposal_and_parent(proposed_ms: int) -> None:
     genesis = make_genesis()
-    state = State.from_genesis(genesis)
+    state = State.from_genesis(genesis, chain_engines())
     first, state, _ = execute_batch(
         state, genesis_header(genesis), Batch(CHAIN, 1, "n0", 5_000, ())
     )
@@ -401,7 +408,7 @@ def test_block_time_is_the_later_of_proposal_and_parent(proposed_ms: int) -> Non
 @given(clocks=st.lists(st.integers(0, 10_000), max_size=8))
 def test_block_times_never_go_back_whatever_the_proposers_clocks(clocks: list[int]) -> None:
     genesis = make_genesis()
-    state, parent = State.from_genesis(genesis), genesis_header(genesis)
+    state, parent = State.from_genesis(genesis, chain_engines()), genesis_header(genesis)
     expected = genesis.timestamp_ms
     for height, clock in enumerate(clocks, start=1):
         block, state, _ = execute_batch(state, parent, Batch(CHAIN, height, "n0", clock, ()))
@@ -413,7 +420,7 @@ def test_block_times_never_go_back_whatever_the_proposers_clocks(clocks: list[in
 
 def test_a_null_batch_gives_an_empty_block_at_the_parent_time() -> None:
     genesis = make_genesis()
-    state0 = State.from_genesis(genesis)
+    state0 = State.from_genesis(genesis, chain_engines())
     first, state, _ = execute_batch(
         state0, genesis_header(genesis), Batch(CHAIN, 1, "n0", 7_000, _batch_txs())
     )
@@ -447,7 +454,7 @@ BATCHES: dict[str, Batch] = {
 def test_the_header_yields_the_digest_of_its_batch(batch: Batch) -> None:
     """The commit certificate signs the batch digest; a block must lead back to it."""
     genesis = make_genesis()
-    state, parent = State.from_genesis(genesis), genesis_header(genesis)
+    state, parent = State.from_genesis(genesis, chain_engines()), genesis_header(genesis)
     block, _, _ = execute_batch(state, parent, batch)
     assert block.header.batch_digest() == batch.digest
     h = block.header
@@ -483,7 +490,7 @@ def test_random_transfers_conserve_supply(
     ops: list[tuple[int, int, int, int]], block_size: int
 ) -> None:
     genesis = make_genesis()
-    state = State.from_genesis(genesis)
+    state = State.from_genesis(genesis, chain_engines())
     supply = state.total_supply()
     txs: list[Tx] = []
     for sender_i, to_i, amount, offset in ops:
@@ -521,7 +528,7 @@ def test_random_transfers_conserve_supply(
         state = after
 
     # The same txs in blocks give the same final state, and every block re-applies.
-    block_state, parent = State.from_genesis(genesis), genesis_header(genesis)
+    block_state, parent = State.from_genesis(genesis, chain_engines()), genesis_header(genesis)
     for i in range(0, len(txs), block_size):
         block, next_state, receipts = build(block_state, parent, txs[i : i + block_size])
         replayed, replay_receipts = apply_block(block_state, block)
@@ -593,7 +600,7 @@ def test_malformed_payloads_are_refused(case: tuple[str, dict[str, Any]]) -> Non
     with pytest.raises(MalformedTx):
         tx.check_stateless(CHAIN)
     # and executing it changes nothing
-    state = State.from_genesis(make_genesis())
+    state = State.from_genesis(make_genesis(), chain_engines())
     after, (receipt,) = apply_txs(state, [tx])
     assert receipt.reason == MALFORMED
     assert snapshot(after) == snapshot(state)

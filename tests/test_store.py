@@ -24,6 +24,7 @@ from ledger.errors import InvalidBlock
 from ledger.state import OK, Receipt, State, apply_block, apply_txs, build_block, genesis_header
 from ledger.store import Store, StoreError, TxRecord
 from ledger.tx import Tx, transfer
+from node.engines import chain_engines
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN = "tally-store-test"
@@ -112,14 +113,14 @@ def check_contents(store: Store, genesis: Genesis, chain: list[Appended]) -> Non
 
 def test_append_close_reopen(tmp_path: Path) -> None:
     genesis, path = make_genesis(), tmp_path / "chain.db"
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     assert store.height == 0 and store.tx_count == 0
     assert store.last_header == genesis_header(genesis)
     chain = fill(store)
     check_contents(store, genesis, chain)
     store.close()
 
-    reopened = Store(path, genesis)
+    reopened = Store(path, genesis, engines=chain_engines())
     try:
         check_contents(reopened, genesis, chain)
         # and the reopened store keeps going
@@ -127,7 +128,7 @@ def test_append_close_reopen(tmp_path: Path) -> None:
         assert reopened.height == 5
     finally:
         reopened.close()
-    again = Store(path, genesis)
+    again = Store(path, genesis, engines=chain_engines())
     try:
         assert again.last_header == more.block.header
         assert again.state.root() == more.state.root()
@@ -137,7 +138,7 @@ def test_append_close_reopen(tmp_path: Path) -> None:
 
 
 def test_store_uses_wal_and_full_sync_by_default(tmp_path: Path) -> None:
-    store = Store(tmp_path / "chain.db", make_genesis())
+    store = Store(tmp_path / "chain.db", make_genesis(), engines=chain_engines())
     try:
         db = store._db  # the pragmas the durability promise rests on
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -158,13 +159,13 @@ def test_store_uses_wal_and_full_sync_by_default(tmp_path: Path) -> None:
 )
 def test_reopening_with_a_different_genesis_fails(tmp_path: Path, other: Genesis) -> None:
     genesis, path = make_genesis(), tmp_path / "chain.db"
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     chain = fill(store)
     store.close()
     with pytest.raises(StoreError):
-        Store(path, other)
+        Store(path, other, engines=chain_engines())
     # the refusal did not damage anything
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     try:
         check_contents(store, genesis, chain)
     finally:
@@ -181,12 +182,12 @@ def assert_unchanged(store: Store, chain: list[Appended]) -> None:
 
 def test_append_refuses_blocks_that_do_not_extend_the_chain(tmp_path: Path) -> None:
     genesis, path = make_genesis(), tmp_path / "chain.db"
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     chain = fill(store)
     good = next_block(store, [transfer(ALICE, CHAIN, 2, BOB.address, 7)])
 
     # a block on an older parent (a fork at height 1)
-    old_state = State.from_genesis(genesis)
+    old_state = State.from_genesis(genesis, chain_engines())
     fork, fork_state, fork_receipts = build_block(
         old_state, genesis_header(genesis), (transfer(ALICE, CHAIN, 0, BOB.address, 1),), "n1", 5
     )
@@ -214,7 +215,7 @@ def test_append_refuses_blocks_that_do_not_extend_the_chain(tmp_path: Path) -> N
     store.append(good.block, good.receipts, good.state)
     assert store.height == len(chain) + 1
     store.close()
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     try:
         assert store.last_header == good.block.header
         assert store.tx_count == sum(len(a.block.txs) for a in chain) + 1
@@ -241,7 +242,7 @@ BAD_HEADERS: dict[str, dict[str, Any]] = {
 def test_append_refuses_a_header_that_is_not_the_successor(
     tmp_path: Path, changes: dict[str, Any]
 ) -> None:
-    store = Store(tmp_path / "chain.db", make_genesis())
+    store = Store(tmp_path / "chain.db", make_genesis(), engines=chain_engines())
     try:
         chain = fill(store)
         good = next_block(store, [transfer(ALICE, CHAIN, 2, BOB.address, 7)])
@@ -258,7 +259,7 @@ def test_append_refuses_a_header_that_is_not_the_successor(
 
 def test_a_block_proposed_behind_the_parent_keeps_the_parents_time(tmp_path: Path) -> None:
     genesis, path = make_genesis(), tmp_path / "chain.db"
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     fill(store)
     parent = store.last_header
     block, state, receipts = build_block(
@@ -270,7 +271,7 @@ def test_a_block_proposed_behind_the_parent_keeps_the_parents_time(tmp_path: Pat
     null, null_state, _ = build_block(store.state, store.last_header, (), "n0", 0)
     store.append(null, (), null_state)
     store.close()
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     try:
         assert store.height == 6
         assert store.get_block(5) == block
@@ -283,12 +284,12 @@ def test_a_block_proposed_behind_the_parent_keeps_the_parents_time(tmp_path: Pat
 
 def test_block_hash(tmp_path: Path) -> None:
     genesis, path = make_genesis(), tmp_path / "chain.db"
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     assert store.block_hash(0) == genesis_header(genesis).sha256()
     assert store.block_hash(1) is None
     chain = fill(store)
     store.close()
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     try:
         hashes = [store.block_hash(h) for h in range(len(chain) + 1)]
         assert hashes[1:] == [a.block.hash for a in chain]
@@ -306,7 +307,7 @@ def test_block_hash(tmp_path: Path) -> None:
 
 def test_repeated_tx_ids(tmp_path: Path) -> None:
     genesis, path = make_genesis(), tmp_path / "chain.db"
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     poor = transfer(CAROL, CHAIN, 0, ALICE.address, 5)
     assert store.repeated_tx_ids() == []
     append(store, [poor, transfer(ALICE, CHAIN, 0, CAROL.address, 10)])  # poor fails here
@@ -321,7 +322,7 @@ def test_repeated_tx_ids(tmp_path: Path) -> None:
     append(store, [twice, twice])
     assert sorted(store.repeated_tx_ids()) == sorted([poor.tx_id, twice.tx_id])
     store.close()
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     try:
         assert sorted(store.repeated_tx_ids()) == sorted([poor.tx_id, twice.tx_id])
     finally:
@@ -329,7 +330,7 @@ def test_repeated_tx_ids(tmp_path: Path) -> None:
 
 
 def test_repeated_tx_ids_on_the_filled_chain(tmp_path: Path) -> None:
-    store = Store(tmp_path / "chain.db", make_genesis())
+    store = Store(tmp_path / "chain.db", make_genesis(), engines=chain_engines())
     try:
         chain = fill(store)
         retried = chain[1].block.txs[0]  # fill() includes it at heights 2 and 4
@@ -345,7 +346,7 @@ def test_repeated_tx_ids_on_the_filled_chain(tmp_path: Path) -> None:
 
 def test_consensus_records_keep_their_order_and_survive_reopen(tmp_path: Path) -> None:
     genesis, path = make_genesis(), tmp_path / "chain.db"
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     assert store.consensus_records() == []
     # the order is the order persisted, not the order of seq or view
     store.persist([(5, 1, b"pp-5"), (2, 1, b"prepare-2")])
@@ -358,14 +359,14 @@ def test_consensus_records_keep_their_order_and_survive_reopen(tmp_path: Path) -
     assert store.consensus_records() == expected
     store.close()
 
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     try:
         assert store.consensus_records() == expected
         store.persist([(0, 9, b"\x00" * 300)])
         assert store.consensus_records() == [*expected, b"\x00" * 300]
     finally:
         store.close()
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     try:
         assert store.consensus_records() == [*expected, b"\x00" * 300]
     finally:
@@ -373,7 +374,7 @@ def test_consensus_records_keep_their_order_and_survive_reopen(tmp_path: Path) -
 
 
 def test_persist_is_all_or_nothing(tmp_path: Path) -> None:
-    store = Store(tmp_path / "chain.db", make_genesis())
+    store = Store(tmp_path / "chain.db", make_genesis(), engines=chain_engines())
     try:
         store.persist([(1, 0, b"first")])
         bad = [(2, 0, b"second"), (3, 0, None)]  # the record column is NOT NULL
@@ -388,7 +389,7 @@ def test_persist_is_all_or_nothing(tmp_path: Path) -> None:
 
 def test_a_batch_writes_votes_and_a_block_in_one_transaction(tmp_path: Path) -> None:
     """The runtime's group commit: a turn's votes and blocks are durable together."""
-    store = Store(tmp_path / "chain.db", make_genesis())
+    store = Store(tmp_path / "chain.db", make_genesis(), engines=chain_engines())
     try:
         item = next_block(store, [transfer(ALICE, CHAIN, 0, BOB.address, 5)])
         with store.batch():
@@ -416,7 +417,7 @@ def keeps(seq: int, view: int, below_seq: int, below_view: int) -> bool:
 
 def test_prune_consensus(tmp_path: Path) -> None:
     genesis, path = make_genesis(), tmp_path / "chain.db"
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     records = [
         (0, 0, b"vote-0"),  # deleted: seq 0 < 5
         (4, 9, b"vote-4-view-9"),  # deleted: a vote's view does not keep it
@@ -436,7 +437,7 @@ def test_prune_consensus(tmp_path: Path) -> None:
     store.prune_consensus(3, 1)  # lower bounds delete nothing more
     assert store.consensus_records() == kept
     store.close()
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     try:
         assert store.consensus_records() == kept  # the deletion is durable
         store.prune_consensus(6, 0)  # votes only
@@ -461,7 +462,7 @@ RECORDS = st.lists(
 def test_prune_consensus_matches_its_definition(
     batches: list[list[tuple[int, int, bytes]]], prunes: list[tuple[int, int]]
 ) -> None:
-    store = Store(":memory:", make_genesis())
+    store = Store(":memory:", make_genesis(), engines=chain_engines())
     try:
         model: list[tuple[int, int, bytes]] = []
         for i, batch in enumerate(batches):
@@ -486,10 +487,11 @@ from ledger.crypto import KeyPair
 from ledger.state import build_block
 from ledger.store import Store
 from ledger.tx import transfer
+from node.engines import chain_engines
 
 path, genesis = sys.argv[1], Genesis.decode(bytes.fromhex(sys.argv[2]))
 alice, bob = KeyPair(bytes([1]) * 32), KeyPair(bytes([2]) * 32)
-store = Store(path, genesis)
+store = Store(path, genesis, engines=chain_engines())
 print("open", store.height, flush=True)
 while True:
     state, parent = store.state, store.last_header
@@ -543,7 +545,7 @@ def run_and_kill(path: Path, genesis: Genesis, acknowledged: int) -> tuple[int, 
 
 def verify_chain(store: Store, genesis: Genesis) -> None:
     """Replay every stored block from genesis: linkage, roots and the stored state agree."""
-    state, parent = State.from_genesis(genesis), genesis_header(genesis)
+    state, parent = State.from_genesis(genesis, chain_engines()), genesis_header(genesis)
     assert store.get_block(0) == Block(parent, (), b"")
     n_txs = 0
     for h in range(1, store.height + 1):
@@ -562,13 +564,14 @@ def verify_chain(store: Store, genesis: Genesis) -> None:
 
 def test_sigkill_while_appending_loses_nothing_acknowledged(tmp_path: Path) -> None:
     genesis, path = make_genesis(), tmp_path / "chain.db"
-    supply = State.from_genesis(genesis).total_supply()
+    supply = State.from_genesis(genesis, chain_engines()).total_supply()
     height = 0
     for acknowledged in (3, 17, 40):
         opened_at, printed = run_and_kill(path, genesis, acknowledged)
         assert opened_at == height  # the child resumed from what the last reopen saw
         assert printed == list(range(height + 1, height + 1 + len(printed)))
-        store = Store(path, genesis)  # reopening after the crash must succeed
+        # reopening after the crash must succeed
+        store = Store(path, genesis, engines=chain_engines())
         try:
             assert store.state.root() == store.last_header.state_root
             assert store.height >= printed[-1]  # durable before acknowledged

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from contracts.design.game import Game, Leaf, Move, Node, Tree
+from contracts.exchange import STATES as STATES  # the outcomes the engine observes and pays
+from contracts.exchange import state as state
 
 SELLER, BUYER = "seller", "buyer"
 
@@ -34,13 +36,6 @@ class ExchangeParams:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
-
-
-def state(redeem: bool, complain: bool, fault: bool) -> str:
-    return f"{'R' if redeem else 'X'}{'C' if complain else 'N'}{'F' if fault else 'N'}"
-
-
-STATES = tuple(state(r, c, f) for r in (True, False) for c in (True, False) for f in (True, False))
 
 
 def exchange_game(p: ExchangeParams) -> Game:

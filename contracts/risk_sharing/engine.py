@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from contracts.risk_sharing.schedule import Schedule, schedule_from_args
-from ledger.contract import Context, ContractError, ContractRecord, Effect, register
+from ledger.contract import Context, ContractError, ContractRecord, Effect
 from ledger.crypto import ADDRESS_SIZE
 from ledger.encoding import MAX_INT, Struct, Tag, hash_bytes, pack
 
@@ -457,6 +457,3 @@ def _bytes(args: Mapping[str, Any], key: str, size: int) -> bytes:
     if not isinstance(v, bytes) or len(v) != size:
         raise ContractError("bad_args", f"{key!r} must be {size} bytes")
     return v
-
-
-register(RiskSharingEngine())

@@ -17,6 +17,7 @@ from consensus.pbft.config import PbftConfig
 from consensus.pbft.proofs import verify_certificate
 from ledger.block import Block, BlockHeader, Genesis, check_successor
 from ledger.state import State, apply_block, genesis_header
+from node.engines import chain_engines
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def replay(
 ) -> Replayed:
     """Execute `blocks` from genesis; raise InvalidBlock (or LedgerError) at the first bad one."""
     start = time.perf_counter()
-    state, parent = State.from_genesis(genesis), genesis_header(genesis)
+    state, parent = State.from_genesis(genesis, chain_engines()), genesis_header(genesis)
     count = txs = 0
     for block in blocks:
         check_successor(parent, block.header)

@@ -21,6 +21,7 @@ from ledger.block import Block, BlockHeader, Genesis, check_successor
 from ledger.encoding import DecodeError
 from ledger.errors import LedgerError
 from ledger.state import State, apply_block, genesis_header
+from node.engines import chain_engines
 from node.rpc.client import RpcClient
 
 PAGE = 50
@@ -48,7 +49,8 @@ async def verify_node(
         if bytes.fromhex(remote["raw"]) != genesis.encode():
             return _fail(node_id, 0, "node runs a different genesis than data_dir's")
         height = (await client.call("status"))["height"]
-        state, header, txs = State.from_genesis(genesis), genesis_header(genesis), 0
+        state, header = State.from_genesis(genesis, chain_engines()), genesis_header(genesis)
+        txs = 0
         for start in range(1, height + 1, PAGE):
             stop = min(start + PAGE, height + 1)
             pages = await client.batch([("get_block", {"height": h}) for h in range(start, stop)])
@@ -94,7 +96,8 @@ class PowChecker:
 
     def __init__(self, config: PowConfig, genesis: Genesis) -> None:
         base = Block(genesis_header(genesis), (), b"")
-        start = Entry(base, config.initial_bits, 0, State.from_genesis(genesis), ())
+        state = State.from_genesis(genesis, chain_engines())
+        start = Entry(base, config.initial_bits, 0, state, ())
         self.config, self.tree = config, BlockTree(config, start, [])
 
     def check(self, parent: BlockHeader, state: State, block: Block) -> State:

@@ -27,6 +27,7 @@ from ledger.store import Store
 from ledger.tx import transfer
 from node.audit.replay import replay
 from node.bench.pbft import console, emit, machine
+from node.engines import chain_engines
 
 MEMBERS = [KeyPair(bytes([i + 1]) * 32) for i in range(4)]
 
@@ -51,7 +52,7 @@ def build_chain(path: Path, blocks: int, per_block: int, accounts: int) -> float
     start = time.perf_counter()
     genesis, keys = genesis_for(accounts)
     config = PbftConfig(genesis.chain_id, genesis.members)
-    store = Store(path, genesis, synchronous="OFF")
+    store = Store(path, genesis, engines=chain_engines(), synchronous="OFF")
     nonces = [0] * len(keys)
     for height in range(1, blocks + 1):
         txs = []
@@ -74,7 +75,7 @@ def build_chain(path: Path, blocks: int, per_block: int, accounts: int) -> float
 def replay_file(path: Path, accounts: int, signatures: bool) -> dict[str, Any]:
     """Replay the stored chain (run in its own process, so nothing is warm)."""
     genesis, _ = genesis_for(accounts)
-    store = Store(path, genesis)
+    store = Store(path, genesis, engines=chain_engines())
     config = PbftConfig(genesis.chain_id, genesis.members)
     result = replay(genesis, config, store.iter_blocks(), signatures=signatures)
     assert result.state.root() == store.last_header.state_root, "replay diverged from the store"

@@ -25,6 +25,7 @@ from node.cluster import broker
 from node.cluster.bootstrap import load_genesis, load_key, pbft_config, pow_config
 from node.cluster.config import ClusterConfig, ConfigError, load_config
 from node.cluster.tlscerts import client_context
+from node.engines import chain_engines
 from node.faults.byzantine import Byzantine
 from node.faults.controller import FaultController
 from node.faults.network import FaultyTransport, NetworkRules
@@ -51,7 +52,7 @@ def build_node(
     key = load_key(cfg.node_key_path(node_id))
     db = cfg.twin_db_path(node_id) if twin else cfg.db_path(node_id)
     db.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(db, genesis, synchronous=cfg.sqlite_synchronous)
+    store = Store(db, genesis, engines=chain_engines(), synchronous=cfg.sqlite_synchronous)
     listen_port = 0 if twin else None
     replica: Replica | PowReplica
     miner = None

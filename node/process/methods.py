@@ -14,6 +14,7 @@ from ledger.errors import LedgerError, UnknownBlock, UnknownContract, UnknownTx
 from node.cluster.config import NodeSpec
 from node.process.runtime import NodeRuntime, now_ms
 from node.process.views import account_view, block_view, contract_view, describe_vote, tx_view
+from node.rpc.errors import rpc_error
 from node.rpc.jsonrpc import INVALID_PARAMS, Dispatcher, RpcError, param
 
 WAIT_TIMEOUT_S = 30.0
@@ -21,14 +22,14 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 def ledger_errors(fn: Handler) -> Handler:
-    """Turn a typed LedgerError into a JSON-RPC error with its documented code."""
+    """Turn a typed LedgerError into a JSON-RPC error with its documented code (rpc/errors)."""
 
     @functools.wraps(fn)
     async def wrapper(params: dict[str, Any]) -> Any:
         try:
             return await fn(params)
         except LedgerError as e:
-            raise RpcError(e.code, str(e), {"error": e.name}) from None
+            raise rpc_error(e) from None
 
     return wrapper
 

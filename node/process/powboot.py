@@ -17,7 +17,7 @@ def recent_chain(store: Store, config: PowConfig) -> list[Recent]:
     """Replay the stored chain from genesis (checking every root) and keep the last blocks
     within the reorg horizon, with the states a reorganisation can roll back to."""
     genesis = store.genesis
-    state = State.from_genesis(genesis)
+    state = State.from_genesis(genesis, store.engines)
     total = 0
     keep = config.reorg_horizon + config.retarget_interval + 2
     recent: deque[Recent] = deque(maxlen=keep)

@@ -37,7 +37,7 @@ from consensus.pbft.proofs import valid_evidence
 from consensus.pbft.replica import Replica
 from consensus.pow.replica import PowReplica
 from ledger.block import Genesis
-from ledger.contract import ENGINES, Context, ContractError
+from ledger.contract import ContractError
 from ledger.crypto import KeyPair
 from ledger.encoding import DecodeError, decode_any
 from ledger.errors import (
@@ -48,6 +48,7 @@ from ledger.errors import (
     MalformedTx,
     Overloaded,
 )
+from ledger.state import Unfunded, check_call
 from ledger.store import Store
 from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx, evidence
 from node.faults.behaviour import SendRaw
@@ -262,27 +263,13 @@ class NodeRuntime:
 
     def _dry_run(self, tx: Tx) -> None:
         """A contract call checked against the committed state, so the caller learns at once
-        why it would fail (it is checked again when it executes)."""
-        p, state = tx.payload, self.store.state
-        engine = ENGINES.get(p["engine"])
-        if engine is None:
-            raise ContractRejected("unknown_engine", f"no contract engine {p['engine']!r}")
-        record = state.contracts.get(p["id"]) if p["id"] else None
-        if p["id"] and record is None:
-            raise ContractRejected("unknown_contract", f"no contract {p['id'].hex()}")
-        ctx = Context(
-            self.store.height + 1, tx.sender_address, tx.tx_id, lambda a: state.account(a).balance
-        )
+        why it would fail (it is checked again when it executes): the ledger's own check."""
         try:
-            effect = engine.apply(record, p["op"], p["args"], ctx)
+            check_call(self.store.state, tx, self.store.height + 1)
+        except Unfunded as e:
+            raise InsufficientFunds(str(e)) from None
         except ContractError as e:
             raise ContractRejected(e.reason, str(e)) from None
-        for address, amount in effect.debits.items():
-            if state.account(address).balance < amount:
-                raise InsufficientFunds(
-                    f"this call needs {amount} in escrow; the balance is "
-                    f"{state.account(address).balance}"
-                )
 
     def submit(self, tx: Tx, *, wait: bool) -> asyncio.Future[dict[str, Any]] | None:
         """Queue a checked tx for ordering; with `wait`, a future resolved once it commits."""

@@ -47,6 +47,7 @@ from ledger.crypto import KeyPair
 from ledger.encoding import DecodeError, Struct, decode_any
 from ledger.store import Store
 from ledger.tx import Tx, evidence
+from node.engines import chain_engines
 from node.faults.behaviour import SendRaw
 from node.faults.byzantine import Byzantine
 from node.faults.controller import FaultController
@@ -219,7 +220,7 @@ class SimCluster:
         self._log(f"twin of {member} starts")
 
     def _node(self, sim_id: str, member: str, key: KeyPair) -> SimNode:
-        store = Store(":memory:", self.genesis)
+        store = Store(":memory:", self.genesis, engines=chain_engines())
         byzantine = Byzantine(member, self.members, self.rng.randrange(2**32))
         controller = FaultController(member, NetworkRules(member), byzantine)
         return SimNode(sim_id, member, key, store, controller)

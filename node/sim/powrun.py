@@ -14,6 +14,7 @@ from typing import Any
 from ledger.state import State, apply_block
 from ledger.store import Store
 from ledger.tx import Tx, transfer
+from node.engines import chain_engines
 from node.faults.spec import FaultSpec
 from node.sim.checker import Verdict
 from node.sim.cluster import SimCluster
@@ -146,7 +147,7 @@ def _final_prefix(stores: dict[str, Store], k: int) -> Verdict:
 
 def _replays(c: SimCluster, stores: dict[str, Store]) -> Verdict:
     for node, store in stores.items():
-        state = State.from_genesis(c.genesis)
+        state = State.from_genesis(c.genesis, chain_engines())
         for h in range(1, store.height + 1):
             block = store.get_block(h)
             assert block is not None
