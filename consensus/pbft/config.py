@@ -1,40 +1,67 @@
-"""PBFT parameters shared by every replica of a cluster."""
+"""PBFT parameters shared by every replica of a cluster.
+
+`PbftParams` are the tunables, each with its default and its rule, defined here once: a
+cluster.toml `[pbft]` table is read straight into one.  `PbftConfig` is what a replica runs
+with: the chain id and the members on top of those params.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
+from consensus.params import ParamError, check, rule
 from ledger.block import Member
 
 
-@dataclass(frozen=True)
-class PbftConfig:
-    chain_id: str
-    members: tuple[Member, ...]
-    batch_size_max: int = 500
-    batch_wait_ms: int = 10
-    window: int = 8  # batches in flight beyond the last executed
+@dataclass(frozen=True, kw_only=True)
+class PbftParams:
+    batch_size_max: int = field(default=500, metadata=rule(min=1))  # most txs in one block
+    batch_wait_ms: int = field(default=10, metadata=rule(min=0))  # longest a tx waits for it
+    # batches in flight beyond the last executed
+    window: int = field(default=8, metadata=rule(min=1))
     # A batch that is not full is proposed only while fewer than this many are in flight:
     # under load the batches then grow with the load instead of paying per-block costs on
     # many small ones; when idle, a lone tx still goes out after batch_wait_ms.
-    partial_in_flight: int = 1
-    checkpoint_interval: int = 32  # K: a checkpoint every K blocks
-    view_change_timeout_ms: int = 1000  # doubles with each view that fails in a row
-    status_interval_ms: int = 500  # heartbeat period
-    fetch_timeout_ms: int = 1000  # ask another peer when state transfer stalls this long
-    max_clock_skew_ms: int = 30_000
+    partial_in_flight: int = field(default=1, metadata=rule(min=1))
+    checkpoint_interval: int = field(default=32, metadata=rule(min=1))  # K: a checkpoint per K
+    # doubles with each view that fails in a row
+    view_change_timeout_ms: int = field(default=1000, metadata=rule(min=1))
+    status_interval_ms: int = field(default=500, metadata=rule(min=1))  # heartbeat period
+    # ask another peer when state transfer stalls this long
+    fetch_timeout_ms: int = field(default=1000, metadata=rule(min=1))
+    # a proposal stamped further than this ahead of a replica's clock is refused
+    max_clock_skew_ms: int = field(default=30_000, metadata=rule(min=0))
 
     def __post_init__(self) -> None:
+        check(self, PbftParams)
+
+    def values(self) -> dict[str, Any]:
+        """The params alone (also of a PbftConfig), by name."""
+        return {f.name: getattr(self, f.name) for f in fields(PbftParams)}
+
+
+@dataclass(frozen=True)
+class PbftConfig(PbftParams):
+    chain_id: str
+    members: tuple[Member, ...]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if len(self.members) < 1:
-            raise ValueError("PBFT needs at least one member")
+            raise ParamError("members", len(self.members), "PBFT needs at least one member")
         if len({m.node_id for m in self.members}) != len(self.members):
-            raise ValueError("member node ids must be unique")
-        if self.batch_size_max < 1 or self.batch_wait_ms < 0 or self.window < 1:
-            raise ValueError("batch_size_max and window must be >= 1, batch_wait_ms >= 0")
-        if self.partial_in_flight < 1:
-            raise ValueError("partial_in_flight must be >= 1")
-        if self.checkpoint_interval < 1:
-            raise ValueError("checkpoint_interval must be >= 1")
+            raise ParamError("members", [m.node_id for m in self.members], "ids must be unique")
+
+    @classmethod
+    def of(
+        cls, chain_id: str, members: tuple[Member, ...], params: PbftParams | None = None
+    ) -> PbftConfig:
+        return cls(chain_id, members, **(params or PbftParams()).values())
+
+    @property
+    def params(self) -> PbftParams:
+        return PbftParams(**self.values())
 
     @property
     def n(self) -> int:

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from ledger.tx import transfer
 from node.audit.verify import verify_node
@@ -354,22 +355,29 @@ def _add_suite_benches(b: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 ok, 1 a failed check or refused RPC, 2 a bad cluster.toml (any
+    ConfigError, from any command), a launch or fault error, or an unreachable node."""
     args = build_parser().parse_args(argv)
     try:
+        # The whole file is checked here, before any command (`up` included) starts anything.
         needs_cluster = args.fn not in (cmd_bench, cmd_sim, cmd_design)
         cfg = load_config(args.config) if needs_cluster else None
         return int(args.fn(args, cfg))
     except (ConfigError, launcher.LaunchError, FaultError) as e:
-        err.print(f"[red]error:[/] {e}")
-        return 2
+        return fail("error:", str(e), 2)
     except RpcUnavailable as e:
-        err.print(f"[red]error:[/] {e}; is the cluster up? (`tally up`)")
-        return 2
+        return fail("error:", f"{e}; is the cluster up? (`tally up`)", 2)
     except RpcError as e:
-        err.print(f"[red]error {e.code}:[/] {e.message}")
-        return 1
+        return fail(f"error {e.code}:", e.message, 1)
     except KeyboardInterrupt:
         return 130
+
+
+def fail(label: str, message: str, code: int) -> int:
+    """Print the error as written (no markup: cluster.toml sections look like it; no
+    wrapping: a ConfigError is one line) and return the exit code."""
+    err.print(Text.assemble((label, "red"), " ", message), soft_wrap=True)
+    return code
 
 
 if __name__ == "__main__":

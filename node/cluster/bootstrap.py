@@ -45,11 +45,11 @@ def load_genesis(cfg: ClusterConfig) -> Genesis:
 
 
 def pbft_config(cfg: ClusterConfig, genesis: Genesis) -> PbftConfig:
-    return PbftConfig(genesis.chain_id, genesis.members, **vars(cfg.pbft))
+    return PbftConfig.of(genesis.chain_id, genesis.members, cfg.pbft)
 
 
 def pow_config(cfg: ClusterConfig, genesis: Genesis) -> PowConfig:
-    return PowConfig(genesis.chain_id, genesis.members, **vars(cfg.pow))
+    return PowConfig.of(genesis.chain_id, genesis.members, cfg.pow)
 
 
 def load_key(path: Path) -> KeyPair:

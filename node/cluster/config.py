@@ -1,55 +1,89 @@
-"""cluster.toml: the description of a local cluster, and where its files live."""
+"""cluster.toml: the description of a local cluster, and where its files live.
+
+Each table has one typed schema with its defaults and rules: `[cluster]` is ClusterSection,
+`[[node]]` NodeSpec, `[mqtt]` MqttSettings, and `[pbft]` and `[pow]` are the consensus
+package's own PbftParams and PowParams.  `load_config` checks every value before anything
+uses it; a broken rule is one line, `cluster.toml: [pbft] window = 0: must be >= 1`.
+"""
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+from consensus.params import ParamError, check, rule, show
+from consensus.pbft.config import PbftParams
+from consensus.pow.config import PowParams
 from node.faults.spec import FaultError, FaultSpec
+
+SAFE_NAME = r"[A-Za-z0-9_.-]+"  # node ids and names: file names and MQTT topic levels
+SAFE_DOC = "letters, digits, '_', '.', '-'"
+NAME_RULE = rule(pattern=SAFE_NAME, pattern_doc=SAFE_DOC)
+RESERVED_IDS = ("broker", "supervisor")  # data_dir/pids/<name>.pid of the other processes
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 class ConfigError(Exception):
-    """cluster.toml is missing, unreadable or inconsistent."""
+    """cluster.toml is missing, unreadable or inconsistent (`tally` exits with 2)."""
 
 
-@dataclass(frozen=True)
+class SchemaError(ConfigError):
+    """One value breaks a rule of its section: `file: [section] key = value: rule`."""
+
+    def __init__(
+        self, file: str, section: str, key: str, rule: str, value: object = MISSING
+    ) -> None:
+        self.file, self.section, self.key, self.rule, self.value = file, section, key, rule, value
+        where = " ".join(filter(None, (section, key)))
+        shown = "" if value is MISSING else f" = {show(value)}"
+        super().__init__(" ".join(f"{file}: {where}{shown}: {rule}".split()))  # one line
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSection:
+    """[cluster]"""
+
+    name: str = field(default="local", metadata=NAME_RULE)
+    consensus: str = field(default="pbft", metadata=rule(choices=("pbft", "pow")))
+    transport: str = field(default="tcp", metadata=rule(choices=("tcp", "mqtt")))
+    data_dir: str = ""  # relative to cluster.toml; "" means .tally/<name>
+    max_frame_bytes: int = field(default=4 << 20, metadata=rule(min=1024))
+    sqlite_synchronous: str = field(
+        default="FULL", metadata=rule(choices=("OFF", "NORMAL", "FULL", "EXTRA"))
+    )
+
+    def __post_init__(self) -> None:
+        check(self, ClusterSection)
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeSpec:
-    id: str
-    host: str
-    port: int
-    rpc_port: int
-    hash_share: float | None = None  # proof of work, simulator: this miner's share
+    """[[node]]: one member."""
+
+    id: str = field(metadata=NAME_RULE)
+    host: str = field(default="127.0.0.1", metadata=rule(pattern=r"\S+", pattern_doc="a host"))
+    port: int = field(default=0, metadata=rule(min=0, max=65535))  # 0: none (MQTT)
+    rpc_port: int = field(metadata=rule(min=1, max=65535))
+    hash_share: float | None = field(default=None, metadata=rule(min=0, max=1))  # PoW, sim
+
+    def __post_init__(self) -> None:
+        check(self, NodeSpec)
 
     @property
     def rpc_url(self) -> str:
         return f"http://{self.host}:{self.rpc_port}/rpc"
 
 
-@dataclass(frozen=True)
-class PbftSettings:
-    batch_size_max: int = 500
-    batch_wait_ms: int = 10
-    window: int = 8
-    partial_in_flight: int = 1
-    checkpoint_interval: int = 32
-    view_change_timeout_ms: int = 1000
-    status_interval_ms: int = 500
+TOPIC_RULE = rule(
+    pattern=r"([^/+#\s$][^/+#\s]*(/[^/+#\s]+)*)?", pattern_doc="topic levels without + # or spaces"
+)
 
 
-@dataclass(frozen=True)
-class PowSettings:
-    target_block_ms: int = 1000
-    retarget_interval: int = 10
-    confirmations: int = 6
-    initial_difficulty: int = 200_000  # expected hashes per block until the first retarget
-    max_block_txs: int = 2000
-    tip_interval_ms: int = 500
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MqttSettings:
     """[mqtt]: the broker and how nodes reach it (transport = "mqtt")."""
 
@@ -60,10 +94,14 @@ class MqttSettings:
     key: str = ""
     username: str = ""
     password: str = ""
-    prefix: str = ""  # topic prefix; "" means tally/<cluster name>
-    protocol: str = "auto"  # MQTT 5 where the broker supports it, else 3.1.1; or "5", "3.1.1"
-    keepalive_s: int = 10
-    max_age_ms: int = 60_000  # envelopes older than this are refused as stale
+    prefix: str = field(default="", metadata=TOPIC_RULE)  # "" means tally/<cluster name>
+    # MQTT 5 where the broker supports it, else 3.1.1; or "5", "3.1.1"
+    protocol: str = field(default="auto", metadata=rule(choices=("auto", "5", "3.1.1")))
+    keepalive_s: int = field(default=10, metadata=rule(min=1))
+    max_age_ms: int = field(default=60_000, metadata=rule(min=1))  # older envelopes: stale
+
+    def __post_init__(self) -> None:
+        check(self, MqttSettings)
 
     @property
     def spawn(self) -> bool:
@@ -79,11 +117,11 @@ class ClusterConfig:
     data_dir: Path
     nodes: tuple[NodeSpec, ...]
     accounts: dict[str, int]
-    pbft: PbftSettings = field(default_factory=PbftSettings)
-    pow: PowSettings = field(default_factory=PowSettings)
+    max_frame_bytes: int
+    sqlite_synchronous: str
+    pbft: PbftParams = field(default_factory=PbftParams)
+    pow: PowParams = field(default_factory=PowParams)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
-    max_frame_bytes: int = 4 << 20
-    sqlite_synchronous: str = "FULL"
     faults: tuple[FaultSpec, ...] = ()
 
     def node(self, node_id: str) -> NodeSpec:
@@ -154,121 +192,179 @@ class ClusterConfig:
 
 
 def load_config(path: str | Path) -> ClusterConfig:
+    """Read and check the whole file; any broken rule is a one-line ConfigError."""
+    shown = str(path)
     path = Path(path).resolve()
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no cluster config at {path} (pass one with -c/--config)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{shown}: cannot read: {e}") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    try:
-        return _parse(path, raw)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(" ".join(f"{shown}: invalid TOML: {e}".split())) from None
+    return _parse(path, shown, raw)
 
 
-def _parse(path: Path, raw: dict[str, Any]) -> ClusterConfig:
-    cluster = raw.get("cluster", {})
-    consensus = cluster.get("consensus", "pbft")
-    transport = cluster.get("transport", "tcp")
-    if consensus not in ("pbft", "pow"):
-        raise ValueError(f"consensus {consensus!r} is not supported (supported: pbft, pow)")
-    if transport not in ("tcp", "mqtt"):
-        raise ValueError(f"transport {transport!r} is not supported (supported: tcp, mqtt)")
-    nodes = tuple(
-        NodeSpec(
-            str(n["id"]),
-            str(n.get("host", "127.0.0.1")),
-            int(n["port"] if transport == "tcp" else n.get("port", 0)),  # MQTT needs no port
-            int(n["rpc_port"]),
-            float(n["hash_share"]) if "hash_share" in n else None,
-        )
-        for n in raw.get("node", [])
-    )
-    if consensus == "pow" and len(nodes) < 2:
-        raise ValueError(f"proof of work needs at least 2 [[node]] entries, got {len(nodes)}")
-    if consensus == "pbft" and len(nodes) < 4:
-        raise ValueError(
-            f"PBFT needs at least 4 [[node]] entries (3f+1 with f>=1), got {len(nodes)}"
-        )
-    if len({n.id for n in nodes}) != len(nodes):
-        raise ValueError("[[node]] ids must be unique")
-    ports = [p for n in nodes for p in (n.port, n.rpc_port) if p]
-    if len(set(ports)) != len(ports):
-        raise ValueError("every node needs its own port and rpc_port")
-    accounts = {str(k): int(v) for k, v in raw.get("genesis", {}).get("accounts", {}).items()}
-    if any(v < 0 for v in accounts.values()):
-        raise ValueError("genesis balances must be non-negative")
-    if sum(accounts.values()) > 2**63 - 1:
-        raise ValueError("genesis balances must sum to at most 2**63 - 1")
-    data_dir = Path(cluster.get("data_dir", f".tally/{cluster.get('name', 'local')}"))
-    pbft, pow_ = raw.get("pbft", {}), raw.get("pow", {})
-    name = str(cluster.get("name", "local"))
-    mqtt = _mqtt(raw.get("mqtt", {}), name, [n.id for n in nodes]) if transport == "mqtt" else None
+# the tables of cluster.toml, as the README lists them
+SECTIONS = ("cluster", "pbft", "pow", "mqtt", "node", "genesis", "fault")
+S = TypeVar("S")
+
+
+def _parse(path: Path, file: str, raw: dict[str, Any]) -> ClusterConfig:
+    for key in raw:
+        if key not in SECTIONS:
+            known = ", ".join(f"[[{s}]]" if s in ("node", "fault") else f"[{s}]" for s in SECTIONS)
+            raise SchemaError(file, "", f"[{key}]", f"unknown table (known: {known})")
+    table = dict(_table(file, "cluster", raw))
+    if isinstance(sync := table.get("sqlite_synchronous"), str):
+        table["sqlite_synchronous"] = sync.upper()
+    cluster = _section(file, "[cluster]", table, ClusterSection)
+    nodes = _nodes(file, raw.get("node", []), cluster)
+    pbft = _section(file, "[pbft]", _table(file, "pbft", raw), PbftParams)
+    pow_ = _section(file, "[pow]", _table(file, "pow", raw), PowParams)
+    mqtt = _mqtt(file, _table(file, "mqtt", raw))
+    data_dir = Path(cluster.data_dir or f".tally/{cluster.name}")
     return ClusterConfig(
         path=path,
-        name=name,
-        consensus=consensus,
-        transport=transport,
+        name=cluster.name,
+        consensus=cluster.consensus,
+        transport=cluster.transport,
         data_dir=(path.parent / data_dir).resolve(),
         nodes=nodes,
-        accounts=accounts,
-        pbft=PbftSettings(**{k: int(v) for k, v in pbft.items() if _known(k, PbftSettings)}),
-        pow=PowSettings(**{k: int(v) for k, v in pow_.items() if _known(k, PowSettings, "pow")}),
-        mqtt=mqtt or MqttSettings(),
-        max_frame_bytes=int(cluster.get("max_frame_bytes", 4 << 20)),
-        sqlite_synchronous=str(cluster.get("sqlite_synchronous", "FULL")).upper(),
-        faults=_faults(raw.get("fault", []), {n.id for n in nodes}),
+        accounts=_accounts(file, _table(file, "genesis", raw)),
+        max_frame_bytes=cluster.max_frame_bytes,
+        sqlite_synchronous=cluster.sqlite_synchronous,
+        pbft=pbft,
+        pow=pow_,
+        mqtt=mqtt,
+        faults=_faults(file, raw.get("fault", []), {n.id for n in nodes}),
     )
 
 
-TOPIC_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+def _table(file: str, name: str, raw: dict[str, Any]) -> dict[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise SchemaError(file, "", name, f"must be a table ([{name}])", table)
+    return table
 
 
-def _mqtt(table: dict[str, Any], name: str, ids: list[str]) -> MqttSettings:
-    for key in table:
-        _known(key, MqttSettings, "mqtt")
-    settings = MqttSettings(**table)
-    for field_name, kind in (("tls", bool), ("keepalive_s", int), ("max_age_ms", int)):
-        if type(getattr(settings, field_name)) is not kind:
-            raise ValueError(f"[mqtt] {field_name} must be a {kind.__name__}")
+def _section(file: str, section: str, table: dict[str, Any], schema: type[S]) -> S:
+    """`table` read into the dataclass `schema`: no unknown key, no required key missing,
+    every value of its type and within its rules."""
+    names = [f.name for f in fields(schema)]  # type: ignore[arg-type]
+    for key, value in table.items():
+        if key not in names:
+            raise SchemaError(file, section, key, f"unknown key (known: {', '.join(names)})", value)
+    for f in fields(schema):  # type: ignore[arg-type]
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in table:
+            raise SchemaError(file, section, f.name, "required")
+    try:
+        return schema(**table)
+    except ParamError as e:
+        raise SchemaError(file, section, e.key, e.rule, e.value) from None
+
+
+def _nodes(file: str, entries: Any, cluster: ClusterSection) -> tuple[NodeSpec, ...]:
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SchemaError(file, "", "node", "must be an array of tables ([[node]])", entries)
+    nodes: list[NodeSpec] = []
+    tcp = cluster.transport == "tcp"
+    for i, entry in enumerate(entries, 1):
+        section = f"[[node]] #{i}"
+        node = _section(file, section, entry, NodeSpec)
+        if tcp and "port" not in entry:
+            raise SchemaError(file, section, "port", 'required with transport = "tcp"')
+        if tcp and node.port < 1:
+            raise SchemaError(file, section, "port", 'must be >= 1 with transport = "tcp"', 0)
+        if node.id in RESERVED_IDS or node.id.endswith("-twin"):
+            rule = f"is reserved ({', '.join(RESERVED_IDS)} and *-twin name other processes)"
+            raise SchemaError(file, section, "id", rule, node.id)
+        for j, other in enumerate(nodes, 1):
+            if other.id == node.id:
+                raise SchemaError(file, section, "id", f"already used by [[node]] #{j}", node.id)
+            for key in ("port", "rpc_port"):
+                _distinct_ports(file, section, key, node, other, j)
+        if node.port and node.port == node.rpc_port:
+            raise SchemaError(file, section, "rpc_port", "must differ from port", node.port)
+        nodes.append(node)
+    need = {"pbft": 4, "pow": 2}[cluster.consensus]
+    if len(nodes) < need:
+        why = " (n = 3f+1 with f >= 1)" if cluster.consensus == "pbft" else ""
+        rule = f"needs at least {need} [[node]] entries{why}, got {len(nodes)}"
+        raise SchemaError(file, "[cluster]", "consensus", rule, cluster.consensus)
+    return tuple(nodes)
+
+
+def _distinct_ports(
+    file: str, section: str, key: str, node: NodeSpec, other: NodeSpec, j: int
+) -> None:
+    port = getattr(node, key)
+    hosts = {node.host, other.host}
+    if not port or (len(hosts) > 1 and not hosts & set(WILDCARD_HOSTS)):
+        return
+    for other_key in ("port", "rpc_port"):
+        if getattr(other, other_key) == port:
+            rule = f"already the {other_key} of [[node]] #{j} ({other.id}) on the same host"
+            raise SchemaError(file, section, key, rule, port)
+
+
+def _mqtt(file: str, table: dict[str, Any]) -> MqttSettings:
+    settings = _section(file, "[mqtt]", table, MqttSettings)
     broker = settings.broker
-    if not (settings.spawn or broker.startswith(("mqtt://", "mqtts://"))):
-        raise ValueError(f'[mqtt] broker must be "spawn" or mqtt://host:port, got {broker!r}')
-    if broker.startswith("mqtts://"):
-        settings = replace(settings, tls=True)
+    if not settings.spawn:
+        rule = 'must be "spawn", mqtt://host[:port] or mqtts://host[:port]'
+        try:
+            url = urlsplit(broker)
+            ok = url.scheme in ("mqtt", "mqtts") and bool(url.hostname)
+            url.port  # noqa: B018 - raises ValueError for a port that is not a port
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SchemaError(file, "[mqtt]", "broker", rule, broker)
+        if url.scheme == "mqtts":
+            settings = replace(settings, tls=True)
     if settings.tls and not settings.spawn and not settings.ca:
-        raise ValueError("[mqtt] tls with an external broker needs ca (the broker's CA, PEM)")
-    if settings.protocol not in ("auto", "5", "3.1.1"):
-        raise ValueError(
-            f'[mqtt] protocol must be "auto", "5" or "3.1.1", got {settings.protocol!r}'
-        )
-    for what in [name, *ids]:
-        if not TOPIC_SAFE.fullmatch(what):
-            raise ValueError(
-                f"{what!r} cannot be part of an MQTT topic: use letters, digits, '_', '.', '-'"
-            )
+        rule = "required for tls with an external broker (the broker's CA, PEM)"
+        raise SchemaError(file, "[mqtt]", "ca", rule)
     return settings
 
 
-def _faults(entries: list[dict[str, Any]], ids: set[str]) -> tuple[FaultSpec, ...]:
+def _accounts(file: str, genesis: dict[str, Any]) -> dict[str, int]:
+    for key, value in genesis.items():
+        if key != "accounts":
+            raise SchemaError(file, "[genesis]", key, "unknown key (known: accounts)", value)
+    accounts = genesis.get("accounts", {})
+    if not isinstance(accounts, dict):
+        raise SchemaError(file, "[genesis]", "accounts", "must be a table of balances", accounts)
+    for name, balance in accounts.items():
+        safe = re.fullmatch(SAFE_NAME, name)
+        key = f"accounts.{name}" if safe else f"accounts.{show(name)}"
+        if not safe:
+            raise SchemaError(file, "[genesis]", key, f"account names must be {SAFE_DOC}")
+        if type(balance) is not int:
+            raise SchemaError(file, "[genesis]", key, "must be an integer", balance)
+        if balance < 0:
+            raise SchemaError(file, "[genesis]", key, "must be >= 0", balance)
+    if sum(accounts.values()) > 2**63 - 1:
+        raise SchemaError(file, "[genesis]", "accounts", "balances must sum to <= 2**63 - 1")
+    return dict(accounts)
+
+
+def _faults(file: str, entries: Any, ids: set[str]) -> tuple[FaultSpec, ...]:
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SchemaError(file, "", "fault", "must be an array of tables ([[fault]])", entries)
     faults = []
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(entries, 1):
+        section = f"[[fault]] #{i}"
         try:
             spec = FaultSpec.from_dict(entry)
         except FaultError as e:
-            raise ValueError(f"[[fault]] #{i + 1}: {e}") from None
+            raise SchemaError(file, section, "", str(e)) from None
         if spec.node != "*" and spec.node not in ids:
-            raise ValueError(f"[[fault]] #{i + 1}: no node {spec.node!r}")
-        faults.append(replace(spec, id=spec.id or f"toml-{i + 1}"))
+            raise SchemaError(file, section, "node", "must be a [[node]] id or *", spec.node)
+        faults.append(replace(spec, id=spec.id or f"toml-{i}"))
     return tuple(faults)
-
-
-def _known(key: str, settings: type, table: str = "pbft") -> bool:
-    fields = settings.__dataclass_fields__  # type: ignore[attr-defined]
-    if key not in fields:
-        raise ValueError(f"unknown [{table}] setting {key!r} (known: {', '.join(fields)})")
-    return True
 
 
 def local_cluster_toml(

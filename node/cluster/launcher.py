@@ -64,9 +64,9 @@ def check_ports_free(cfg: ClusterConfig, nodes: list[NodeSpec]) -> None:
 def up(cfg: ClusterConfig, timeout_s: float = 30.0, log_level: str = "INFO") -> dict[str, int]:
     """Start every node that is not running; return once all answer `status`.  A cluster
     with process faults in cluster.toml also gets the supervisor that applies them."""
-    ensure_initialized(cfg)
     to_start = [n for n in cfg.nodes if running_pid(cfg, n.id) is None]
-    check_ports_free(cfg, to_start)
+    check_ports_free(cfg, to_start)  # before anything is written to data_dir
+    ensure_initialized(cfg)
     pids: dict[str, int] = {}
     if cfg.transport == "mqtt" and running_pid(cfg, "broker") is None:
         broker_pid = broker.start(cfg)  # nodes read its port at start

@@ -56,9 +56,9 @@ from node.faults.spec import FaultSpec
 from node.process.blockserver import serve_fetch
 from node.process.powboot import recent_chain
 from node.sim.faults import FaultPlan
+from node.sim.params import SimParams, sim_config
 
 AnyReplica = Replica | PowReplica
-POW_SIM_DIFFICULTY = 16  # expected hashes per block: proofs are real, and cheap to find
 
 
 @dataclass
@@ -98,7 +98,7 @@ class SimCluster:
         *,
         accounts: dict[str, int] | None = None,
         plan: FaultPlan | None = None,
-        config: dict[str, int] | None = None,
+        config: SimParams = None,
         keep_trace: bool = False,
         faults: tuple[FaultSpec, ...] = (),
         consensus: str = "pbft",
@@ -114,13 +114,10 @@ class SimCluster:
         members = tuple(Member(nid, k.public_key) for nid, k in keys.items())
         balances = {self.accounts[a].address.hex(): v for a, v in (accounts or {}).items()}
         self.genesis = Genesis(f"sim-{seed}", 0, members, balances)
-        self.config: PbftConfig | PowConfig
-        if consensus == "pow":
-            pow_settings = {"initial_difficulty": POW_SIM_DIFFICULTY} | (config or {})
-            self.config = PowConfig(self.genesis.chain_id, members, **pow_settings)
-        else:
-            settings = {"batch_size_max": 50, "batch_wait_ms": 5} | (config or {})
-            self.config = PbftConfig(self.genesis.chain_id, members, **settings)
+        # the cluster.toml schemas, with the simulator's overrides (node/sim/params.py)
+        self.config: PbftConfig | PowConfig = sim_config(
+            consensus, self.genesis.chain_id, members, config
+        )
         shares = hash_share or {nid: 1 / n for nid in keys}
         # hashes per virtual ms per member: at the initial difficulty, one block per target time
         self.hash_rate = {

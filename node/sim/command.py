@@ -7,16 +7,21 @@ import json
 import logging
 import random
 import tomllib
+from collections.abc import Callable
+from dataclasses import fields, replace
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from consensus.params import ParamError, describe
+from consensus.pbft.config import PbftParams
 from node.cluster.config import load_config
 from node.faults.spec import FaultSpec
 from node.sim.faults import FaultPlan, parse_crash, parse_partition, random_plan
+from node.sim.params import POW_SIM_DIFFICULTY
 from node.sim.powrun import PowSimReport, run_pow_sim
-from node.sim.run import SIM_TIMERS, SimReport, run_sim
+from node.sim.run import SIM_PARAMS, SimReport, run_sim
 
 console = Console()
 
@@ -58,9 +63,14 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="draw loss, delay, a partition and crashes of up to f nodes from the seed",
     )
-    for name, value in SIM_TIMERS.items():
+    for f in fields(PbftParams):  # the [pbft] settings of cluster.toml, with sim defaults
+        value = getattr(SIM_PARAMS, f.name)
         p.add_argument(
-            f"--{name.replace('_', '-')}", type=int, default=value, help=f"(default: {value})"
+            f"--{f.name.replace('_', '-')}",
+            type=_param(f.name),
+            default=value,
+            metavar="N",
+            help=f"PBFT: {describe(PbftParams, f.name)} (default: {value})",
         )
     p.add_argument("--consensus", choices=["pbft", "pow"], default="pbft", help="(default: pbft)")
     p.add_argument(
@@ -101,13 +111,13 @@ def run_sim_command(args: argparse.Namespace) -> int:
     seeds = _seed_range(args.seeds) if args.seeds else [args.seed]
     if args.consensus == "pow":
         return run_pow_command(args, seeds)
-    timers = {name: getattr(args, name) for name in SIM_TIMERS}
+    params = replace(SIM_PARAMS, **{f.name: getattr(args, f.name) for f in fields(PbftParams)})
     reports = []
     faults = faults_from(args)
     for seed in seeds:
         plan = plan_from(args, seed)
         report, _ = run_sim(
-            args.nodes, seed, args.duration, plan, rate=args.rate, config=timers, faults=faults
+            args.nodes, seed, args.duration, plan, rate=args.rate, config=params, faults=faults
         )
         reports.append(report)
         if not args.json and (len(seeds) == 1 or not report.ok):
@@ -162,13 +172,14 @@ def _seed_range(text: str) -> list[int]:
 
 
 def pow_setup(args: argparse.Namespace) -> tuple[dict[str, float] | None, dict[str, int]]:
-    """Hash shares and [pow] settings: from --cluster, then --hash-share on top."""
+    """Hash shares and [pow] settings: from --cluster (but the simulator's cheap difficulty),
+    then --hash-share on top."""
     shares: dict[str, float] = {}
     settings: dict[str, int] = {}
     if args.cluster:
         cfg = load_config(args.cluster)
         shares = {n.id: n.hash_share for n in cfg.nodes if n.hash_share is not None}
-        settings = {k: v for k, v in vars(cfg.pow).items() if k != "initial_difficulty"}
+        settings = replace(cfg.pow, initial_difficulty=POW_SIM_DIFFICULTY).values()
         args.nodes = len(cfg.nodes)
     for item in filter(None, (args.hash_share or "").split(",")):
         node, _, share = item.partition("=")
@@ -212,3 +223,18 @@ def render_pow(r: PowSimReport) -> None:
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
+
+
+def _param(name: str) -> Callable[[str], int]:
+    """An argparse type for one PBFT parameter: an int that keeps the parameter's rule."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+            replace(SIM_PARAMS, **{name: value})
+        except ValueError as e:
+            rule = e.rule if isinstance(e, ParamError) else "must be an integer"
+            raise argparse.ArgumentTypeError(f"{text}: {rule}") from None
+        return value
+
+    return parse

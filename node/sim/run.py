@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from consensus.pbft.config import PbftParams
 from ledger.block import Block
 from ledger.tx import transfer
 from node.faults.spec import FaultSpec
@@ -25,16 +27,19 @@ from node.sim.checker import (
 )
 from node.sim.cluster import SimCluster
 from node.sim.faults import FaultPlan
+from node.sim.params import SIM_PBFT, sim_params
 
 ACCOUNTS = 4
 BALANCE = 10**12
-# Short timeouts, so faults and view changes play out in a few simulated seconds.
-SIM_TIMERS = {
-    "batch_wait_ms": 20,
-    "view_change_timeout_ms": 200,
-    "status_interval_ms": 200,
-    "fetch_timeout_ms": 300,
-}
+# `tally sim`'s PBFT parameters: the simulator's small batches and short timeouts, so faults
+# and view changes play out in a few simulated seconds.  Each one is a `tally sim` flag.
+SIM_PARAMS = replace(
+    SIM_PBFT,
+    batch_wait_ms=20,
+    view_change_timeout_ms=200,
+    status_interval_ms=200,
+    fetch_timeout_ms=300,
+)
 
 
 @dataclass
@@ -81,23 +86,24 @@ def run_sim(
     *,
     rate: float = 20.0,
     liveness_bound_s: float = 30.0,
-    config: dict[str, int] | None = None,
+    config: PbftParams | Mapping[str, int] | None = None,
     keep_trace: bool = False,
     faults: tuple[FaultSpec, ...] = (),
 ) -> tuple[SimReport, SimCluster]:
+    """`config`: whole PbftParams, or overrides of SIM_PARAMS by name."""
     wall = time.perf_counter()
     ids = [f"n{i}" for i in range(nodes)]
     gone = plan.down_for_good() | _down_for_good(faults) | _misbehaving(faults)
     live = [nid for nid in ids if nid not in gone]
     accounts = {f"acct{i}": BALANCE for i in range(ACCOUNTS)}
     accounts |= {f"probe-{nid}": BALANCE for nid in live}
-    config = SIM_TIMERS | (config or {})
+    params = sim_params(SIM_PARAMS, config)
     cluster = SimCluster(
         nodes,
         seed,
         accounts=accounts,
         plan=plan,
-        config=config,
+        config=params,
         keep_trace=keep_trace,
         faults=faults,
     )
@@ -125,7 +131,7 @@ def run_sim(
         if not stalled
         else f"probes still missing: {stalled}",
     )
-    scenario = Scenario(seed, duration_s, plan, rate, config, faults)
+    scenario = Scenario(seed, duration_s, plan, rate, params, faults)
     return _report(cluster, scenario, liveness, time.perf_counter() - wall), cluster
 
 
@@ -137,12 +143,14 @@ class Scenario:
     duration_s: float
     plan: FaultPlan
     rate: float
-    config: dict[str, int]
+    config: PbftParams
     faults: tuple[FaultSpec, ...]
 
     def command(self, nodes: int) -> str:
         timers = [
-            f"--{k.replace('_', '-')} {v}" for k, v in self.config.items() if SIM_TIMERS.get(k) != v
+            f"--{f.name.replace('_', '-')} {getattr(self.config, f.name)}"
+            for f in fields(PbftParams)
+            if getattr(self.config, f.name) != getattr(SIM_PARAMS, f.name)
         ]
         return " ".join(
             [
