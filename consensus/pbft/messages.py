@@ -6,10 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ledger.block import Batch, Block
+from ledger.block import Batch
 from ledger.crypto import KeyPair, verify
 from ledger.encoding import Struct, Tag
-from ledger.tx import Tx
 
 
 @dataclass(frozen=True)
@@ -124,33 +123,6 @@ class Status(Struct):
     stable_seq: int
     replica: int
     signature: bytes
-
-
-@dataclass(frozen=True)
-class ForwardTxs(Struct):
-    """Client txs a backup passes to the primary.  Each tx carries its own signature."""
-
-    TAG = Tag.FORWARD_TXS
-    txs: tuple[Tx, ...]
-
-
-@dataclass(frozen=True)
-class FetchBlocks(Struct):
-    """State transfer: ask a peer for committed blocks `first`..`last` with their proofs.
-
-    Answered by the node layer from its store; the blocks prove themselves, so the
-    request needs no signature.
-    """
-
-    TAG = Tag.FETCH_BLOCKS
-    first: int
-    last: int
-
-
-@dataclass(frozen=True)
-class Blocks(Struct):
-    TAG = Tag.BLOCKS
-    blocks: tuple[Block, ...]
 
 
 @dataclass(frozen=True)

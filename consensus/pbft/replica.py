@@ -25,7 +25,7 @@ import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from consensus.events import (
     Action,
@@ -43,14 +43,12 @@ from consensus.events import (
     TimerFired,
 )
 from consensus.mempool import Mempool
+from consensus.messages import Blocks, FetchBlocks, ForwardTxs
 from consensus.pbft.config import PbftConfig
 from consensus.pbft.messages import (
-    Blocks,
     Checkpoint,
     Commit,
     CommitCertificate,
-    FetchBlocks,
-    ForwardTxs,
     NewView,
     Prepare,
     PreparedCert,
@@ -70,6 +68,7 @@ from consensus.pbft.proofs import (
     valid_view_change,
     verify_certificate,
 )
+from consensus.replica import PbftStatus
 from ledger.block import Batch, Block, BlockHeader
 from ledger.crypto import KeyPair
 from ledger.encoding import Struct
@@ -210,6 +209,54 @@ class Replica:
             "inflight_txs": len(self._inflight),
             "mempool": len(self.mempool),
         }
+
+    def status(self) -> PbftStatus:
+        return PbftStatus(
+            role="primary" if self.is_primary else "backup",
+            view=self.view,
+            view_active=self.active,
+            primary=self.config.members[self.primary].node_id,
+            stable_checkpoint=self.stable_seq,
+            low_watermark=self.stable_seq,
+            high_watermark=self.high_watermark,
+        )
+
+    def inspect(self) -> dict[str, Any]:
+        """The log, certificates and votes in flight, for debugging."""
+        members = self.config.members
+        slots = {
+            str(seq): {
+                "digest": slot.pre_prepare.digest.hex() if slot.pre_prepare else None,
+                "txs": len(slot.pre_prepare.batch.txs)
+                if slot.pre_prepare and slot.pre_prepare.batch
+                else None,
+                "prepares": sorted(slot.prepares),
+                "commits": sorted(slot.commits),
+                "prepared": slot.prepared,
+            }
+            for seq, slot in sorted(self.log.items())
+        }
+        return {
+            "view": self.view,
+            "active": self.active,
+            "height": self.height,
+            "next_seq": self.next_seq,
+            "stable_checkpoint": self.stable_seq,
+            "high_watermark": self.high_watermark,
+            "log": slots,
+            "prepared_certs": sorted(self.prepared),
+            "checkpoint_votes": {str(s): sorted(v) for s, v in self.checkpoint_votes.items()},
+            "view_changes": {str(v): sorted(d) for v, d in self.view_changes.items()},
+            "peer_heights": {members[r].node_id: h for r, h in self.peer_heights.items()},
+            "fetch_target": self.fetch_target,
+            "memory": self.footprint(),
+            "mempool": len(self.mempool),
+        }
+
+    def evidence_refused(self, payload: dict[str, Any]) -> str | None:
+        if valid_evidence(payload, self.config):
+            return None
+        return "evidence does not show one member signing two digests for a slot"
 
     def next_nonce(self, address: bytes) -> int:
         """The nonce a sender's next tx should carry, counting txs in flight and pending here."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from consensus.events import (
     Action,
@@ -35,11 +36,12 @@ from consensus.events import (
     TimerFired,
 )
 from consensus.mempool import Mempool
-from consensus.pbft.messages import Blocks, FetchBlocks, ForwardTxs
+from consensus.messages import Blocks, FetchBlocks, ForwardTxs
 from consensus.pow.chain import BlockTree, Entry, Rejected, check_standalone
 from consensus.pow.config import PowConfig
-from consensus.pow.difficulty import bits_to_target
+from consensus.pow.difficulty import bits_to_target, work
 from consensus.pow.seal import PowTip, make_seal, pow_value, work_prefix
+from consensus.replica import PowStatus
 from ledger.block import Block
 from ledger.crypto import KeyPair
 from ledger.state import Receipt, State, build_block
@@ -99,6 +101,33 @@ class PowReplica:
 
     def next_nonce(self, address: bytes) -> int:
         return self.mempool.next_nonce(address, self.state.account(address).nonce)
+
+    def status(self) -> PowStatus:
+        tip = self.tree.tip_entry
+        return PowStatus(
+            bits=f"{tip.bits:#010x}",
+            difficulty=work(tip.bits),
+            total_work=str(tip.total_work),
+            orphans=len(self.orphans),
+            final_depth=self.config.confirmations,
+        )
+
+    def inspect(self) -> dict[str, Any]:
+        tip = self.tree.tip_entry
+        return {
+            "height": self.height,
+            "tip": tip.block.hash.hex(),
+            "total_work": str(tip.total_work),
+            "bits": f"{tip.bits:#010x}",
+            "job": self.jobs,
+            "stats": dict(self.stats),
+            "last_rejection": self.last_rejection,
+            "memory": self.footprint(),
+            "mempool": len(self.mempool),
+        }
+
+    def evidence_refused(self, payload: dict[str, Any]) -> str | None:
+        return "evidence of equivocation is for PBFT; this chain is proof of work"
 
     def confirmations(self, height: int) -> int:
         return max(self.height - height + 1, 0)

@@ -438,3 +438,16 @@ def violated(prog: _Program, design: RiskDesign) -> list[str]:
         if sum((Fraction(v) * exact[c] for c, v in row.items()), Fraction(0)) != Fraction(rhs):
             failures.append("a lottery does not sum to one")
     return failures
+
+
+# The built-in design: incomes 1, 2, 3 equally likely, transfers -2..2 by 0.5, CRRA 1.5 for
+# both, the insurer's endowment 3.  Two periods (history dependent), or one with audits.
+DEFAULT_PROBLEM = RiskProblem(
+    incomes=(1.0, 2.0, 3.0),
+    probs=(1 / 3, 1 / 3, 1 / 3),
+    transfers=tuple(-2 + 0.5 * k for k in range(9)),
+    u1=Utility.parse("crra:1.5"),
+    u2=Utility.parse("crra:1.5"),
+    endowment=3.0,
+    periods=2,
+)

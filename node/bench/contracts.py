@@ -36,13 +36,12 @@ from rich.table import Table
 
 from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
-from contracts.design.risk import design_risk
+from contracts.design.risk import DEFAULT_PROBLEM, design_risk
 from contracts.risk_sharing import commitment
 from contracts.risk_sharing.schedule import schedule_args, schedule_from_design
 from ledger.crypto import KeyPair
 from ledger.tx import contract_call
 from node.bench.pbft import free_ports, machine
-from node.cli.risk import DEFAULT
 from node.cluster import launcher
 from node.cluster.accounts import account_key, signer_key
 from node.cluster.bootstrap import load_genesis
@@ -200,7 +199,7 @@ def make_plan(cfg: ClusterConfig, pairs: int, periods: int) -> Plan:
         "table": table,
         "windows": [WINDOW] * 5,
     }
-    schedule = schedule_from_design(design_risk(DEFAULT), UNIT)
+    schedule = schedule_from_design(design_risk(DEFAULT_PROBLEM), UNIT)
     terms = {
         "role": "agent2",
         "auditor": signer_key(cfg, cfg.nodes[-1].id).address,

@@ -6,20 +6,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
 
 from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
 from node.cli.contractcalls import call, contract_id, show
+from node.cli.output import console
 from node.cli.risk import add_risk_arguments, cmd_risk
 from node.cluster.accounts import resolve_address
 from node.cluster.config import ClusterConfig
 
-console = Console() if sys.stdout.isatty() else Console(width=120)
 MOVES = [
     "accept",
     "deliver",

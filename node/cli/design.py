@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import fields
 from fractions import Fraction
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from contracts.design.designer import Design, DesignError, design
@@ -24,8 +22,7 @@ from contracts.design.exchange import (
 )
 from contracts.design.game import spe_outcome, subgame_perfect
 from contracts.design.risk import InfeasibleDesign, RiskProblem, Utility, design_risk
-
-console = Console() if sys.stdout.isatty() else Console(width=120)
+from node.cli.output import console
 
 
 def add_design_arguments(sub: Any) -> None:

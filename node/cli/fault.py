@@ -10,16 +10,14 @@ import subprocess
 import sys
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from node.cli.output import console
 from node.cluster import launcher
 from node.cluster.config import ClusterConfig, ConfigError
 from node.faults.spec import CATALOGUE, FaultError, FaultSpec
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
-
-console = Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def add_fault_arguments(sub: Any, common: argparse.ArgumentParser) -> None:

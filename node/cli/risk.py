@@ -12,14 +12,12 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from contracts.design.risk import RiskProblem, Utility, design_risk
+from contracts.design.risk import DEFAULT_PROBLEM, RiskProblem, design_risk
 from contracts.risk_sharing import commitment
 from contracts.risk_sharing.engine import NAME, WINDOWS
 from contracts.risk_sharing.schedule import (
@@ -29,22 +27,11 @@ from contracts.risk_sharing.schedule import (
     schedule_from_design,
 )
 from node.cli.contractcalls import call, contract_id, show
+from node.cli.output import console
 from node.cluster.accounts import resolve_address, signer_key
 from node.cluster.config import ClusterConfig, ConfigError
 
-console = Console() if sys.stdout.isatty() else Console(width=120)
 OPS = ("create", "deposit", "commit", "report", "reveal", "audit", "show")
-# The built-in design: incomes 1, 2, 3 equally likely, transfers -2..2 by 0.5, CRRA 1.5 for
-# both, the insurer's endowment 3.  Two periods (history dependent), or one with audits.
-DEFAULT = RiskProblem(
-    incomes=(1.0, 2.0, 3.0),
-    probs=(1 / 3, 1 / 3, 1 / 3),
-    transfers=tuple(-2 + 0.5 * k for k in range(9)),
-    u1=Utility.parse("crra:1.5"),
-    u2=Utility.parse("crra:1.5"),
-    endowment=3.0,
-    periods=2,
-)
 
 
 def add_risk_arguments(engines: Any, common: argparse.ArgumentParser) -> None:
@@ -130,9 +117,11 @@ def load_schedule(args: argparse.Namespace) -> tuple[Schedule, float | None]:
             s["incomes"], s["transfers"], s["resolution"], s["horizon"], s["lotteries"], args.unit
         )
         return schedule, d.get("audit_cost")
-    problem = DEFAULT
+    problem = DEFAULT_PROBLEM
     if args.audit_cost is not None:
-        problem = RiskProblem(**{**DEFAULT.__dict__, "periods": 1, "audit_cost": args.audit_cost})
+        problem = RiskProblem(
+            **{**DEFAULT_PROBLEM.__dict__, "periods": 1, "audit_cost": args.audit_cost}
+        )
     return schedule_from_design(design_risk(problem), args.unit), args.audit_cost
 
 

@@ -9,12 +9,11 @@ from typing import Any
 
 from rich.console import Console
 
-from contracts.design.risk import design_risk
+from contracts.design.risk import DEFAULT_PROBLEM, design_risk
 from contracts.risk_sharing import commitment
 from contracts.risk_sharing.schedule import schedule_args, schedule_from_design
 from ledger.crypto import KeyPair
 from ledger.tx import contract_call
-from node.cli.risk import DEFAULT
 from node.cluster.accounts import account_key, signer_key
 from node.cluster.bootstrap import load_genesis
 from node.cluster.config import ClusterConfig
@@ -29,7 +28,7 @@ async def risk_sharing(cfg: ClusterConfig) -> bool:
     """alice (agent 1) insures her income with bob (agent 2); the last member audits."""
     if not {"alice", "bob"} <= set(cfg.accounts):
         return True
-    design = design_risk(DEFAULT)
+    design = design_risk(DEFAULT_PROBLEM)
     schedule = schedule_from_design(design, UNIT)
     console.rule("[bold]risk-sharing contract[/]: Townsend's insurance with private income")
     lows = [design.expected_transfer(2, (r, 0)) or 0.0 for r in range(3)]

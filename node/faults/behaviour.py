@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consensus.events import Action, Event
-from consensus.pbft.messages import Blocks
+from consensus.messages import Blocks
 from node.faults.spec import FaultSpec
 
 

@@ -13,8 +13,8 @@ import dataclasses
 import random
 
 from consensus.events import Action, Broadcast, Event, Send
+from consensus.messages import Blocks
 from consensus.pbft.messages import (
-    Blocks,
     Commit,
     NewView,
     Prepare,
@@ -23,8 +23,7 @@ from consensus.pbft.messages import (
     Status,
     sign,
 )
-from consensus.pbft.replica import Replica
-from consensus.pow.replica import PowReplica
+from consensus.replica import ConsensusReplica
 from ledger.block import Batch, Block
 from ledger.encoding import Struct
 from node.faults import powattacks
@@ -207,10 +206,10 @@ class Byzantine:
     def __init__(self, node_id: str, peers: list[str], seed: int) -> None:
         self.peers = [p for p in peers if p != node_id]
         self.rng = random.Random(seed)
-        self.replica: Replica | PowReplica | None = None
+        self.replica: ConsensusReplica | None = None
         self.active: dict[str, Behaviour] = {}
 
-    def attach(self, replica: Replica | PowReplica) -> None:
+    def attach(self, replica: ConsensusReplica) -> None:
         """The replica whose actions are rewritten (again after each restart)."""
         self.replica = replica
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
-from consensus.pow.replica import PowReplica
 from node.faults.byzantine import Byzantine
 from node.faults.network import NetworkRules
 from node.faults.spec import POW_ONLY, FaultError, FaultSpec
@@ -44,7 +43,7 @@ class FaultController:
         """Byzantine behaviours disturb one kind of replica: refuse the others clearly."""
         if spec.category != "byzantine" or self.byzantine.replica is None:
             return
-        pow_node = isinstance(self.byzantine.replica, PowReplica)
+        pow_node = self.byzantine.replica.status().kind == "pow"
         if pow_node and spec.kind not in POW_ONLY | {"mute"}:
             raise FaultError(f"{spec.kind} disturbs PBFT; this node runs proof of work")
         if not pow_node and spec.kind in POW_ONLY:

@@ -18,7 +18,7 @@ it publishes (and, for a private fork, what it hears) is rewritten.
 from __future__ import annotations
 
 from consensus.events import Broadcast, Event, MessageReceived
-from consensus.pbft.messages import Blocks, ForwardTxs
+from consensus.messages import Blocks, ForwardTxs
 from consensus.pow.replica import PowReplica
 from consensus.pow.seal import PowTip
 from ledger.block import Block

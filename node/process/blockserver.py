@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consensus.pbft.messages import Blocks, FetchBlocks
+from consensus.messages import Blocks, FetchBlocks
 from ledger.block import Block
 from ledger.store import Store
 

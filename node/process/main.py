@@ -15,14 +15,11 @@ import time
 
 from aiohttp import web
 
-from consensus.pbft.replica import Replica
-from consensus.pow.replica import PowReplica
 from ledger.block import Genesis
 from ledger.crypto import KeyPair
-from ledger.encoding import decode_any
 from ledger.store import Store
 from node.cluster import broker
-from node.cluster.bootstrap import load_genesis, load_key, pbft_config, pow_config
+from node.cluster.bootstrap import load_genesis, load_key
 from node.cluster.config import ClusterConfig, ConfigError, load_config
 from node.cluster.tlscerts import client_context
 from node.engines import chain_engines
@@ -30,8 +27,8 @@ from node.faults.byzantine import Byzantine
 from node.faults.controller import FaultController
 from node.faults.network import FaultyTransport, NetworkRules
 from node.process import admin, methods
+from node.process.factory import consensus_config, mines, open_replica
 from node.process.miner import Miner
-from node.process.powboot import recent_chain
 from node.process.runtime import NodeRuntime
 from node.rpc.jsonrpc import Dispatcher, make_app
 from node.transport.auth import KeyAuthenticator
@@ -54,21 +51,13 @@ def build_node(
     db.parent.mkdir(parents=True, exist_ok=True)
     store = Store(db, genesis, engines=chain_engines(), synchronous=cfg.sqlite_synchronous)
     listen_port = 0 if twin else None
-    replica: Replica | PowReplica
-    miner = None
-    if cfg.consensus == "pow":
-        pow_cfg = pow_config(cfg, genesis)
-        replica = PowReplica(pow_cfg, node_id, key, recent_chain(store, pow_cfg))
-        miner = Miner()
-    else:
-        records = [decode_any(r) for r in store.consensus_records()]
-        config = pbft_config(cfg, genesis)
-        replica = Replica(config, node_id, key, store.state, store.last_header, records)
+    config = consensus_config(cfg, genesis)
+    replica = open_replica(config, node_id, key, store)
+    miner = Miner() if mines(config) else None
     inner = build_transport(cfg, node_id, key, genesis, listen_port)
     rules = NetworkRules(node_id)
     transport = FaultyTransport(inner, rules, cfg.node_ids(), seed=int.from_bytes(os.urandom(4)))
     byzantine = Byzantine(node_id, cfg.node_ids(), seed=int.from_bytes(os.urandom(4)))
-    byzantine.attach(replica)
     faults = FaultController(node_id, rules, byzantine)
     for fault in cfg.faults:  # cluster.toml [[fault]] entries for this node
         if fault.node in ("*", node_id) and fault.category != "process" and fault.kind != "twins":

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from consensus.pow.difficulty import work
-from consensus.pow.replica import PowReplica
 from ledger.crypto import ADDRESS_SIZE
 from ledger.errors import LedgerError, UnknownBlock, UnknownContract, UnknownTx
 from node.cluster.config import NodeSpec
@@ -50,37 +49,24 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
     members = node.genesis.members
 
     def consensus_status() -> dict[str, Any]:
-        if isinstance(replica, PowReplica):
-            tip = replica.tree.tip_entry
-            k = replica.config.confirmations
-            return {
-                "consensus_kind": "pow",
-                "role": "miner",
-                "bits": f"{tip.bits:#010x}",
-                "difficulty": work(tip.bits),  # expected hashes per block at the tip
-                "total_work": str(tip.total_work),
-                "confirmations_for_final": k,
-                "final_height": max(store.height - k + 1, 0),
-                "orphans": len(replica.orphans),
-                "mined": node.miner.found if node.miner else 0,
-            }
+        view = dataclasses.asdict(replica.status())
+        kind, depth = view.pop("kind"), view.pop("final_depth")
+        mined = {"mined": node.miner.found} if node.miner is not None else {}
         return {
-            "consensus_kind": "pbft",
-            "role": "primary" if replica.is_primary else "backup",
-            "view": replica.view,
-            "view_active": replica.active,
-            "primary": members[replica.primary].node_id,
-            "stable_checkpoint": replica.stable_seq,
-            "low_watermark": replica.stable_seq,
-            "high_watermark": replica.high_watermark,
-            "final_height": store.height,
+            "consensus_kind": kind,
+            **view,
+            "confirmations_for_final": depth,
+            "final_height": max(store.height - depth + 1, 0),
+            **mined,
         }
 
     def finality(height: int) -> dict[str, Any]:
         """How deep a stored block is; PBFT blocks are final when stored, PoW ones k deep."""
         confirmations = store.height - height + 1
-        k = replica.config.confirmations if isinstance(replica, PowReplica) else 1
-        return {"confirmations": confirmations, "final": confirmations >= k}
+        return {
+            "confirmations": confirmations,
+            "final": confirmations >= replica.status().final_depth,
+        }
 
     async def status(params: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -171,47 +157,7 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
 
     async def consensus_state(params: dict[str, Any]) -> dict[str, Any]:
         """The replica's in-flight state, for debugging."""
-        if isinstance(replica, PowReplica):
-            tip = replica.tree.tip_entry
-            return {
-                "height": replica.height,
-                "tip": tip.block.hash.hex(),
-                "total_work": str(tip.total_work),
-                "bits": f"{tip.bits:#010x}",
-                "job": replica.jobs,
-                "stats": dict(replica.stats),
-                "last_rejection": replica.last_rejection,
-                "memory": replica.footprint(),
-                "mempool": len(replica.mempool),
-            }
-        slots = {
-            str(seq): {
-                "digest": slot.pre_prepare.digest.hex() if slot.pre_prepare else None,
-                "txs": len(slot.pre_prepare.batch.txs)
-                if slot.pre_prepare and slot.pre_prepare.batch
-                else None,
-                "prepares": sorted(slot.prepares),
-                "commits": sorted(slot.commits),
-                "prepared": slot.prepared,
-            }
-            for seq, slot in sorted(replica.log.items())
-        }
-        return {
-            "view": replica.view,
-            "active": replica.active,
-            "height": replica.height,
-            "next_seq": replica.next_seq,
-            "stable_checkpoint": replica.stable_seq,
-            "high_watermark": replica.high_watermark,
-            "log": slots,
-            "prepared_certs": sorted(replica.prepared),
-            "checkpoint_votes": {str(s): sorted(v) for s, v in replica.checkpoint_votes.items()},
-            "view_changes": {str(v): sorted(d) for v, d in replica.view_changes.items()},
-            "peer_heights": {members[r].node_id: h for r, h in replica.peer_heights.items()},
-            "fetch_target": replica.fetch_target,
-            "memory": replica.footprint(),
-            "mempool": len(replica.mempool),
-        }
+        return replica.inspect()
 
     async def get_contract(params: dict[str, Any]) -> dict[str, Any]:
         """A contract's parameters, state, escrow, and the history of its moves."""

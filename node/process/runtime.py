@@ -1,9 +1,8 @@
-"""The asyncio runtime of one node: one task drives the replica from one bounded queue.
+"""The asyncio shell of one node: one task feeds the driver from one bounded queue.
 
-Peer frames, client txs and timers all become events on `queue`; the replica
-answers with actions, carried out in order.  A `CommitBlock` is written to
-SQLite (fsync) before any later action runs and before any client hears
-"committed", so nothing acknowledged is ever lost.
+Peer frames, client txs and timers all become events on `queue`; each turn the
+task takes what is queued (up to MAX_EVENTS_PER_TURN) and hands it to the
+driver, which persists before it sends or acknowledges (see `driver`).
 """
 
 from __future__ import annotations
@@ -11,35 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from consensus.events import (
-    Action,
     BlockMined,
-    Broadcast,
-    CancelTimer,
     ClientTx,
-    CommitBlock,
     Event,
-    Evidence,
-    MessageReceived,
-    Mine,
-    Persist,
-    PruneLog,
-    Send,
-    SetTimer,
-    SwitchChain,
     TimerFired,
 )
-from consensus.pbft.messages import FetchBlocks
-from consensus.pbft.proofs import valid_evidence
-from consensus.pbft.replica import Replica
-from consensus.pow.replica import PowReplica
-from ledger.block import Genesis
+from consensus.replica import ConsensusReplica
+from ledger.block import Block, Genesis
 from ledger.contract import ContractError
 from ledger.crypto import KeyPair
-from ledger.encoding import DecodeError, decode_any
+from ledger.encoding import DecodeError
 from ledger.errors import (
     BadNonce,
     ContractRejected,
@@ -50,10 +34,9 @@ from ledger.errors import (
 )
 from ledger.state import Unfunded, check_call
 from ledger.store import Store
-from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx, evidence
-from node.faults.behaviour import SendRaw
+from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx
 from node.faults.controller import FaultController
-from node.process.blockserver import serve_fetch
+from node.process.driver import Driver, Shell
 from node.process.miner import Miner
 from node.transport.base import Transport
 
@@ -73,7 +56,7 @@ class NodeRuntime:
         self,
         node_id: str,
         genesis: Genesis,
-        replica: Replica | PowReplica,
+        replica: ConsensusReplica,
         store: Store,
         transport: Transport,
         key: KeyPair,
@@ -85,11 +68,20 @@ class NodeRuntime:
         self.replica, self.store, self.transport = replica, store, transport
         self.faults = faults
         self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
-        self.errors: Counter[str] = Counter()
         self.started_ms = now_ms()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._loop_timers = _LoopTimers(self._fire)
         self._waiters: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
         self._task: asyncio.Task[None] | None = None
+        shell = Shell(
+            network=transport,
+            timers=self._loop_timers,
+            clock=now_ms,
+            enqueue=self._enqueue,
+            mine=miner.submit if miner is not None else None,
+            on_commit=[self._notify],
+        )
+        self.driver = Driver(replica, store, key, faults, shell)
+        self.errors = self.driver.errors
 
     @property
     def chain_id(self) -> str:
@@ -99,7 +91,7 @@ class NodeRuntime:
         await self.transport.start(self._on_frame)
         if self.miner is not None:
             self.miner.start(self._on_mined)
-        self._carry_out(self.replica.start(now_ms()))
+        self.driver.start()
         self._task = asyncio.create_task(self._run(), name=f"replica-{self.node_id}")
         self._fault_task = asyncio.create_task(self._tick_faults(), name="faults")
 
@@ -113,8 +105,7 @@ class NodeRuntime:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
+        self._loop_timers.cancel_all()
         self._fault_task.cancel()
         if self._task is not None:
             self._task.cancel()
@@ -134,102 +125,27 @@ class NodeRuntime:
             events = [await self.queue.get()]
             while len(events) < MAX_EVENTS_PER_TURN and not self.queue.empty():
                 events.append(self.queue.get_nowait())
-            actions: list[Action] = []
-            byz = self.faults.byzantine
-            for event in events:
-                if byz.active and not byz.admit(event):
-                    continue  # a private-fork attacker does not listen
-                try:
-                    actions += self.replica.step(event, now_ms())
-                except Exception:
-                    # A bug must not silently stop consensus on this node: log loudly, go on.
-                    self.errors["internal_error"] += 1
-                    log.exception("error handling %s", type(event).__name__)
-            self._carry_out(actions)
+            self.driver.turn(events)
 
-    def _carry_out(self, honest: list[Action]) -> None:
-        """Persist everything signed and every block committed in this turn in one SQL
-        transaction (group commit: one fsync), then carry out the rest in order: nothing is
-        sent or acknowledged before what it depends on is on disk."""
-        byz = self.faults.byzantine
-        actions = byz.rewrite(honest) if byz.active else honest
-        records = [(a.seq, a.view, a.message.encode()) for a in actions if isinstance(a, Persist)]
-        commits = [a for a in actions if isinstance(a, CommitBlock)]
-        if any(isinstance(a, SwitchChain) for a in actions):
-            commits = []  # a reorganisation in this turn: blocks go in order (below)
-        written = {id(c) for c in commits}
-        if records or commits:
-            with self.store.batch():
-                if records:
-                    self.store.persist(records)
-                for commit in commits:
-                    self.store.append(commit.block, commit.receipts, commit.state)
-        for action in actions:
-            match action:
-                case Send(to, message):
-                    self.transport.send(to, message.encode())
-                case Broadcast(message):
-                    self.transport.broadcast(message.encode())
-                case SetTimer(name, delay_ms):
-                    self._set_timer(name, delay_ms)
-                case CancelTimer(name):
-                    handle = self._timers.pop(name, None)
-                    if handle is not None:
-                        handle.cancel()
-                case CommitBlock(block, receipts, state):
-                    if id(action) not in written:
-                        self.store.append(block, receipts, state)  # durable before acknowledged
-                    self._notify(block.height, block.txs, receipts)
-                case PruneLog(below_seq, below_view):
-                    self.store.prune_consensus(below_seq, below_view)
-                case Persist():
-                    pass  # written above
-                case Evidence(member, a, b):
-                    self._report(member, a.encode(), b.encode())
-                case Mine(job, prefix, target):
-                    if self.miner is not None:
-                        self.miner.submit(job, prefix, target)
-                case SwitchChain(fork, blocks, state):
-                    log.info("reorganisation: %d blocks above %d", self.store.height - fork, fork)
-                    self.store.switch(fork, blocks, state)  # atomic: old chain or new
-                    for block, receipts in blocks:
-                        self._notify(block.height, block.txs, receipts)
-                case SendRaw(to, data, unchecked):
-                    send = getattr(self.transport, "send_unchecked", None)
-                    (send if unchecked and send else self.transport.send)(to, data)
+    def _enqueue(self, event: Event) -> bool:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            return False
+        return True
 
     def _on_mined(self, job: int, nonce: int) -> None:
-        try:
-            self.queue.put_nowait(BlockMined(job, nonce))
-        except asyncio.QueueFull:
+        if not self._enqueue(BlockMined(job, nonce)):
             self.errors["mined_block_dropped"] += 1
 
-    def _set_timer(self, name: str, delay_ms: int) -> None:
-        old = self._timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        self._timers[name] = loop.call_later(delay_ms / 1000, self._fire, name)
-
     def _fire(self, name: str) -> None:
-        self._timers.pop(name, None)
-        try:
-            self.queue.put_nowait(TimerFired(name))
-        except asyncio.QueueFull:
-            self._set_timer(name, 1)  # a timer must not be lost: try again shortly
+        if not self._enqueue(TimerFired(name)):
+            self._loop_timers.set(name, 1)  # a timer must not be lost: try again shortly
 
     async def _on_frame(self, peer_id: str, payload: bytes) -> None:
-        try:
-            message = decode_any(payload)
-        except DecodeError as e:
-            self.errors["bad_frame"] += 1
-            log.warning("undecodable frame from %s: %s", peer_id, e)
-            return
-        if isinstance(message, FetchBlocks):  # state transfer is served from the store
-            blocks = self.faults.byzantine.serve(serve_fetch(self.store, message))
-            self.transport.send(peer_id, blocks.encode())
-            return
-        await self.queue.put(MessageReceived(peer_id, message))
+        event = self.driver.receive_frame(peer_id, payload)
+        if event is not None:
+            await self.queue.put(event)
 
     # -- client transactions ---------------------------------------------------------------
 
@@ -256,10 +172,9 @@ class NodeRuntime:
         return tx
 
     def _check_evidence(self, tx: Tx) -> None:
-        if isinstance(self.replica, PowReplica):
-            raise MalformedTx("evidence of equivocation is for PBFT; this chain is proof of work")
-        if not valid_evidence(tx.payload, self.replica.config):
-            raise MalformedTx("evidence does not show one member signing two digests for a slot")
+        reason = self.replica.evidence_refused(tx.payload)
+        if reason is not None:
+            raise MalformedTx(reason)
 
     def _dry_run(self, tx: Tx) -> None:
         """A contract call checked against the committed state, so the caller learns at once
@@ -293,22 +208,40 @@ class NodeRuntime:
         if not futures:
             self._waiters.pop(tx_id, None)
 
-    def _notify(self, height: int, txs: tuple[Tx, ...], receipts: tuple[Any, ...]) -> None:
-        for tx, receipt in zip(txs, receipts, strict=True):
+    def _notify(self, block: Block, receipts: tuple[Any, ...]) -> None:
+        height = block.height
+        for tx, receipt in zip(block.txs, receipts, strict=True):
             for future in self._waiters.pop(tx.tx_id, []):
                 if not future.done():
                     result = {"tx_id": tx.tx_id.hex(), "height": height, "status": receipt.reason}
                     future.set_result(result)
 
-    def _report(self, member: str, a: bytes, b: bytes) -> None:
-        """Put evidence of equivocation on the ledger, signed with this node's key."""
-        nonce = self.replica.next_nonce(self.key.address)
-        tx = evidence(self.key, self.chain_id, nonce, member, a, b)
-        log.warning("reporting equivocation by %s (evidence tx %s)", member, tx.tx_id.hex()[:16])
-        try:
-            self.queue.put_nowait(ClientTx(tx))
-        except asyncio.QueueFull:
-            self.errors["evidence_dropped"] += 1
-
     def count_error(self, error: LedgerError | str) -> None:
         self.errors[error if isinstance(error, str) else error.name] += 1
+
+
+class _LoopTimers:
+    """Named one-shot timers on the event loop: setting a name again replaces it."""
+
+    def __init__(self, fire: Callable[[str], None]) -> None:
+        self._fire = fire
+        self._handles: dict[str, asyncio.TimerHandle] = {}
+
+    def set(self, name: str, delay_ms: int) -> None:
+        self.cancel(name)
+        loop = asyncio.get_running_loop()
+        self._handles[name] = loop.call_later(delay_ms / 1000, self._fired, name)
+
+    def cancel(self, name: str) -> None:
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def cancel_all(self) -> None:
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+
+    def _fired(self, name: str) -> None:
+        self._handles.pop(name, None)
+        self._fire(name)

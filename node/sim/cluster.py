@@ -1,8 +1,11 @@
-"""A deterministic in-process cluster: the same Replica objects on a virtual clock.
+"""A deterministic in-process cluster: the production driver and replicas on a virtual clock.
 
-Each node's durable part is a real `Store` (SQLite in memory) holding its blocks
-and the consensus records it persisted; a crash throws the Replica away and a
-restart rebuilds it from that store, exactly as the runtime does after kill -9.
+Each node is the node process's own `Driver` (node/process/driver.py) over a
+replica from the same factory, with the simulator's network, timers, miner and
+clock injected.  Its durable part is a real `Store` (SQLite in memory) holding
+its blocks and the consensus records it persisted; a crash throws the driver
+and replica away and a restart rebuilds them from that store, exactly as the
+node process does after kill -9.
 Every message goes through the canonical encoding.  Loss, delay, duplication,
 partitions and crashes come from a FaultPlan and one seeded RNG, so a seed
 reproduces a run event for event.
@@ -19,46 +22,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consensus.events import (
-    Action,
     BlockMined,
-    Broadcast,
-    CancelTimer,
     ClientTx,
-    CommitBlock,
     Event,
-    Evidence,
     MessageReceived,
-    Mine,
-    Persist,
-    PruneLog,
-    Send,
-    SetTimer,
-    SwitchChain,
     TimerFired,
 )
 from consensus.pbft.config import PbftConfig
-from consensus.pbft.messages import Commit, FetchBlocks, Prepare, PrePrepare
-from consensus.pbft.replica import Replica
+from consensus.pbft.messages import Commit, Prepare, PrePrepare
 from consensus.pow.config import PowConfig
-from consensus.pow.replica import PowReplica
 from consensus.pow.seal import search
+from consensus.replica import ConsensusReplica
 from ledger.block import Block, Genesis, Member
 from ledger.crypto import KeyPair
 from ledger.encoding import DecodeError, Struct, decode_any
 from ledger.store import Store
-from ledger.tx import Tx, evidence
+from ledger.tx import Tx
 from node.engines import chain_engines
-from node.faults.behaviour import SendRaw
 from node.faults.byzantine import Byzantine
 from node.faults.controller import FaultController
 from node.faults.network import NetworkRules
 from node.faults.spec import FaultSpec
-from node.process.blockserver import serve_fetch
-from node.process.powboot import recent_chain
+from node.process.driver import Driver, Shell
+from node.process.factory import open_replica
 from node.sim.faults import FaultPlan
 from node.sim.params import SimParams, sim_config
-
-AnyReplica = Replica | PowReplica
 
 
 @dataclass
@@ -67,12 +55,12 @@ class _Pending:
     order: int
     target: str = field(compare=False)
     event: Event = field(compare=False)
-    timer: tuple[str, int] | None = field(compare=False, default=None)  # (name, generation)
+    timer: _TimerRef | None = field(compare=False, default=None)
 
 
 @dataclass
 class SimNode:
-    """One process: its durable store survives crashes, its replica does not.
+    """One process: its durable store survives crashes, its driver and replica do not.
 
     `member` is the identity it acts as: its own id, or the member it is a twin of.
     """
@@ -82,12 +70,20 @@ class SimNode:
     key: KeyPair
     store: Store
     faults: FaultController
-    replica: AnyReplica | None = None
+    driver: Driver | None = None
     up: bool = True
     paused_until: int = 0
 
+    @property
+    def replica(self) -> ConsensusReplica | None:
+        return self.driver.replica if self.driver is not None else None
+
     def durable_records(self) -> list[Struct]:
         return [decode_any(r) for r in self.store.consensus_records()]
+
+
+class SimulationError(Exception):
+    """The code under test raised: the simulation stops at the event that caused it."""
 
 
 class SimCluster:
@@ -103,9 +99,12 @@ class SimCluster:
         faults: tuple[FaultSpec, ...] = (),
         consensus: str = "pbft",
         hash_share: dict[str, float] | None = None,
+        open_store: Callable[[Genesis], Store] | None = None,
     ) -> None:
         """`consensus` "pow": members mine; each finds blocks as a Poisson process on virtual
-        time at `hash_share` of the cluster's hash rate (equal shares by default)."""
+        time at `hash_share` of the cluster's hash rate (equal shares by default).
+        `open_store` opens each process's durable store (SQLite in memory by default)."""
+        self.open_store = open_store or _memory_store
         self.rng = random.Random(seed)
         self.plan = plan or FaultPlan()
         keys = {f"n{i}": KeyPair(bytes([i + 1]) * 32) for i in range(n)}
@@ -145,7 +144,6 @@ class SimCluster:
         # comparison never reaches the pending event itself.
         self._queue: list[tuple[int, int, _Pending]] = []
         self._order = itertools.count()
-        self._timer_gen: dict[tuple[str, str], int] = {}
         for node in list(self.nodes.values()):
             self._boot(node)
         for spec in faults:
@@ -186,7 +184,7 @@ class SimCluster:
         self._log(f"pause {node_id} until {until_ms}")
 
     @property
-    def replicas(self) -> dict[str, AnyReplica]:
+    def replicas(self) -> dict[str, ConsensusReplica]:
         return {nid: n.replica for nid, n in self.nodes.items() if n.up and n.replica}
 
     def submit(self, node_id: str, tx: Tx, at_ms: int | None = None) -> None:
@@ -217,7 +215,7 @@ class SimCluster:
         self._log(f"twin of {member} starts")
 
     def _node(self, sim_id: str, member: str, key: KeyPair) -> SimNode:
-        store = Store(":memory:", self.genesis, engines=chain_engines())
+        store = self.open_store(self.genesis)
         byzantine = Byzantine(member, self.members, self.rng.randrange(2**32))
         controller = FaultController(member, NetworkRules(member), byzantine)
         return SimNode(sim_id, member, key, store, controller)
@@ -231,7 +229,7 @@ class SimCluster:
 
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        node.up, node.replica = False, None
+        node.up, node.driver = False, None  # its timers and mining die with it
         self._log(f"crash {node_id}")
 
     def restart(self, node_id: str) -> None:
@@ -255,20 +253,21 @@ class SimCluster:
     # -- internals -------------------------------------------------------------------------
 
     def _boot(self, node: SimNode) -> None:
-        timers = ("batch", "forward", "request", "view-change", "status", "fetch", "tip", "relay")
-        for name in (*timers, "mine"):
-            self._bump_timer(node.node_id, name)  # timers of the previous life never fire
-        s = node.store
-        if isinstance(self.config, PowConfig):
-            recent = recent_chain(s, self.config)
-            node.replica = PowReplica(self.config, node.member, node.key, recent)
-        else:
-            node.replica = Replica(
-                self.config, node.member, node.key, s.state, s.last_header, node.durable_records()
-            )
-        node.faults.byzantine.attach(node.replica)  # behaviours outlive the process they disturb
+        timers = _SimTimers(self, node.node_id)
+        shell = Shell(
+            network=_SimNetwork(self, node.member),
+            timers=timers,
+            clock=lambda: self.now,
+            enqueue=functools.partial(self._enqueue, node.node_id),
+            mine=functools.partial(self._mine, node, timers),
+            on_commit=[functools.partial(self._committed, node.node_id)],
+            on_reorg=[functools.partial(self._reorganised, node.node_id)],
+        )
+        replica = open_replica(self.config, node.member, node.key, node.store)
+        node.driver = Driver(replica, node.store, node.key, node.faults, shell)
         node.up = True
-        self._carry_out(node, node.replica.start(self.now))
+        node.driver.start()
+        self._check(node)
 
     def _deliver(self, p: _Pending) -> None:
         self.now = max(self.now, p.at_ms)
@@ -276,102 +275,73 @@ class SimCluster:
             p.event.fn()
             return
         node = self.nodes[p.target]
-        if not node.up or node.replica is None:
+        driver = node.driver
+        if not node.up or driver is None:
             return
         if node.paused_until > self.now:  # frozen: everything waits until it resumes
             self._push(node.paused_until, p.target, p.event, p.timer)
             return
-        if p.timer is not None and self._timer_gen.get((p.target, p.timer[0])) != p.timer[1]:
-            return  # cancelled or replaced
+        if p.timer is not None and not p.timer.live(driver):
+            return  # cancelled, replaced, or set by an earlier life of the process
         self.delivered += 1
         self._log(f"{p.target} <- {_describe(p.event)}")
-        if isinstance(p.event, MessageReceived) and isinstance(p.event.message, FetchBlocks):
-            reply = node.faults.byzantine.serve(serve_fetch(node.store, p.event.message))
-            self._transmit(node.member, p.event.sender, _wire(reply))
-            return
-        byz = node.faults.byzantine
-        if byz.active and not byz.admit(p.event):
-            self._carry_out(node, [])  # it does not listen, but what it heard may make it act
-            return
-        self._carry_out(node, node.replica.step(p.event, self.now))
+        event: Event | None = p.event
+        if isinstance(event, MessageReceived):
+            event = driver.receive(event.sender, event.message)
+        if event is not None:
+            driver.turn([event])
+        self._check(node)
 
-    def _carry_out(self, node: SimNode, honest: list[Action]) -> None:
-        actions = node.faults.byzantine.rewrite(honest) if node.faults.byzantine.active else honest
-        records = [(a.seq, a.view, a.message.encode()) for a in actions if isinstance(a, Persist)]
-        if records:
-            node.store.persist(records)
-        me = node.member
-        for action in actions:
-            match action:
-                case Send(to, message):
-                    self._transmit(me, to, _wire(message))
-                case Broadcast(message):
-                    decoded = _wire(message)
-                    for to in self.members:
-                        if to != me:
-                            self._transmit(me, to, decoded)
-                case SendRaw(to, data):
-                    self._transmit_raw(me, to, data)
-                case Evidence(member, a, b):
-                    self._report(node, member, a, b)
-                case SetTimer(name, delay):
-                    gen = self._bump_timer(node.node_id, name)
-                    self._push(self.now + delay, node.node_id, TimerFired(name), (name, gen))
-                case CancelTimer(name):
-                    self._bump_timer(node.node_id, name)
-                case CommitBlock(block, receipts, state):
-                    node.store.append(block, receipts, state)
-                    if node.faults.pending:
-                        self._tick_faults(node.node_id)  # faults due at a height
-                    for callback in self.on_commit:
-                        callback(node.node_id, block)
-                case PruneLog(below_seq, below_view):
-                    node.store.prune_consensus(below_seq, below_view)
-                case Mine(job, prefix, target):
-                    self._mine(node, job, prefix, target)
-                case SwitchChain(fork, blocks, state):
-                    depth = node.store.height - fork
-                    node.store.switch(fork, blocks, state)
-                    for hook in self.on_reorg:
-                        hook(node.node_id, fork, depth)
-                    for block, _ in blocks:
-                        for callback in self.on_commit:
-                            callback(node.node_id, block)
+    def _check(self, node: SimNode) -> None:
+        """A replica that raises is a bug: the driver logs and counts it, the simulation stops."""
+        error = node.driver.last_error if node.driver else None
+        if error is not None:
+            raise SimulationError(f"{node.node_id} at {self.now} ms: {error!r}") from error
 
-    def _mine(self, node: SimNode, job: int, prefix: bytes, target: int) -> None:
+    def _enqueue(self, node_id: str, event: Event) -> bool:
+        self._push(self.now, node_id, event)
+        return True
+
+    def _committed(self, node_id: str, block: Block, receipts: tuple[object, ...]) -> None:
+        if self.nodes[node_id].faults.pending:
+            self._tick_faults(node_id)  # faults due at a height
+        for callback in self.on_commit:
+            callback(node_id, block)
+
+    def _reorganised(self, node_id: str, fork: int, depth: int) -> None:
+        for hook in self.on_reorg:
+            hook(node_id, fork, depth)
+
+    def _mine(
+        self, node: SimNode, timers: _SimTimers, job: int, prefix: bytes, target: int
+    ) -> None:
         """The time to a proof is exponential with rate hashes/ms x P(hash <= target); a new
         job replaces the old one (memoryless, so redrawing is exact)."""
-        gen = self._bump_timer(node.node_id, "mine")
+        timer = timers.bump("mine")
         rate = self.hash_rate.get(node.member, 0.0) * (target + 1) / 2**256
         if rate <= 0:
             return
         at = self.now + max(1, round(self.rng.expovariate(rate)))
-        self.schedule(at, functools.partial(self._mined, node.node_id, job, prefix, target, gen))
+        self.schedule(at, functools.partial(self._mined, node, timer, job, prefix, target))
 
-    def _mined(self, node_id: str, job: int, prefix: bytes, target: int, gen: int) -> None:
-        node = self.nodes[node_id]
-        if not node.up or self._timer_gen.get((node_id, "mine")) != gen:
+    def _mined(self, node: SimNode, timer: _TimerRef, job: int, prefix: bytes, target: int) -> None:
+        if node.driver is None or not timer.live(node.driver):
             return  # crashed, or the job was replaced
         nonce = search(prefix, target, 0, 1 << 30)  # a real proof: cheap at sim difficulty
         assert nonce is not None
-        self._push(self.now, node_id, BlockMined(job, nonce))
+        self._push(self.now, node.node_id, BlockMined(job, nonce))
 
-    def _report(self, node: SimNode, member: str, a: Struct, b: Struct) -> None:
-        """An honest replica turns what it saw into an evidence tx, signed with its key."""
-        assert node.replica is not None
-        nonce = node.replica.next_nonce(node.key.address)
-        tx = evidence(node.key, self.config.chain_id, nonce, member, a.encode(), b.encode())
-        self._push(self.now, node.node_id, ClientTx(tx))
-
-    def _transmit_raw(self, sender: str, to: str, data: bytes) -> None:
-        """Garbage from a flooding node: what the receiving runtime's decoder would reject."""
-        self.sent += 1
+    def _transmit_frame(self, sender: str, to: str | None, data: bytes) -> None:
+        """Bytes a driver sent (to one peer, or to all with `to` None): what the receiving
+        node's decoder makes of them, then the network's faults."""
         try:
             message = decode_any(data)
         except DecodeError:
+            self.sent += 1
             self.bad_frames += 1
             return
-        self._push(self.now + self.plan.delay_ms, to, MessageReceived(sender, message))
+        for peer in [to] if to is not None else [m for m in self.members if m != sender]:
+            self._transmit(sender, peer, message)
 
     def _record_vote(self, sender: str, message: Struct) -> None:
         if isinstance(message, PrePrepare | Prepare | Commit):
@@ -405,13 +375,8 @@ class SimCluster:
                 target = self.twins[to]  # twins split what the network delivers
             self._push(self.now + delay, target, MessageReceived(sender, message))
 
-    def _bump_timer(self, node_id: str, name: str) -> int:
-        gen = self._timer_gen.get((node_id, name), 0) + 1
-        self._timer_gen[(node_id, name)] = gen
-        return gen
-
     def _push(
-        self, at: int, target: str, event: Event | _Call, timer: tuple[str, int] | None = None
+        self, at: int, target: str, event: Event | _Call, timer: _TimerRef | None = None
     ) -> None:
         order = next(self._order)
         pending = _Pending(at, order, target, event, timer)  # type: ignore[arg-type]
@@ -431,9 +396,58 @@ class _Call:
     fn: Callable[[], None]
 
 
-def _wire(message: Struct) -> Struct:
-    """Exactly what the wire carries: the message encoded, then decoded again."""
-    return decode_any(message.encode())
+@dataclass(frozen=True)
+class _TimerRef:
+    """One setting of one named timer in one life of a process."""
+
+    timers: _SimTimers
+    name: str
+    generation: int
+
+    def live(self, driver: Driver) -> bool:
+        """Not cancelled or set again since, and the process has not restarted."""
+        return driver.shell.timers is self.timers and self.timers.current(self.name) == self
+
+
+class _SimTimers:
+    """A driver's timers on virtual time: each setting is a pending event, and a timer set
+    again, cancelled or left behind by a crash simply never fires."""
+
+    def __init__(self, cluster: SimCluster, node_id: str) -> None:
+        self.cluster, self.node_id = cluster, node_id
+        self._generation: dict[str, int] = {}
+
+    def bump(self, name: str) -> _TimerRef:
+        generation = self._generation.get(name, 0) + 1
+        self._generation[name] = generation
+        return _TimerRef(self, name, generation)
+
+    def current(self, name: str) -> _TimerRef:
+        return _TimerRef(self, name, self._generation.get(name, 0))
+
+    def set(self, name: str, delay_ms: int) -> None:
+        c = self.cluster
+        c._push(c.now + delay_ms, self.node_id, TimerFired(name), self.bump(name))
+
+    def cancel(self, name: str) -> None:
+        self.bump(name)
+
+
+class _SimNetwork:
+    """A driver's network: frames from `member` into the simulator's faulty network."""
+
+    def __init__(self, cluster: SimCluster, member: str) -> None:
+        self.cluster, self.member = cluster, member
+
+    def send(self, to: str, data: bytes) -> None:
+        self.cluster._transmit_frame(self.member, to, data)
+
+    def broadcast(self, data: bytes) -> None:
+        self.cluster._transmit_frame(self.member, None, data)
+
+
+def _memory_store(genesis: Genesis) -> Store:
+    return Store(":memory:", genesis, engines=chain_engines())
 
 
 def _describe(event: Event) -> str:

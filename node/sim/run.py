@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from consensus.pbft.config import PbftParams
-from ledger.block import Block
+from ledger.block import Block, Genesis
+from ledger.store import Store
 from ledger.tx import transfer
 from node.faults.spec import FaultSpec
 from node.sim.checker import (
@@ -89,6 +90,7 @@ def run_sim(
     config: PbftParams | Mapping[str, int] | None = None,
     keep_trace: bool = False,
     faults: tuple[FaultSpec, ...] = (),
+    open_store: Callable[[Genesis], Store] | None = None,
 ) -> tuple[SimReport, SimCluster]:
     """`config`: whole PbftParams, or overrides of SIM_PARAMS by name."""
     wall = time.perf_counter()
@@ -106,6 +108,7 @@ def run_sim(
         config=params,
         keep_trace=keep_trace,
         faults=faults,
+        open_store=open_store,
     )
     duration_ms = int(duration_s * 1000)
     _schedule_workload(cluster, random.Random(seed ^ 0x5EED), duration_ms, rate)
