@@ -44,86 +44,94 @@ def hex_param(params: dict[str, Any], name: str, size: int | None = None) -> byt
     return value
 
 
-def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, ...]) -> None:
-    store, replica = node.store, node.replica
-    members = node.genesis.members
+class LedgerMethods:
+    """The ledger's RPC methods over one node: reads of its store, its replica's status, and
+    tx submission through its runtime."""
 
-    def consensus_status() -> dict[str, Any]:
-        view = dataclasses.asdict(replica.status())
+    def __init__(
+        self, dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, ...]
+    ) -> None:
+        self.dispatcher, self.node, self.nodes = dispatcher, node, nodes
+        self.store, self.replica = node.store, node.replica
+        self.chain_members = node.genesis.members
+
+    def consensus_status(self) -> dict[str, Any]:
+        view = dataclasses.asdict(self.replica.status())
         kind, depth = view.pop("kind"), view.pop("final_depth")
-        mined = {"mined": node.miner.found} if node.miner is not None else {}
+        mined = {"mined": self.node.miner.found} if self.node.miner is not None else {}
         return {
             "consensus_kind": kind,
             **view,
             "confirmations_for_final": depth,
-            "final_height": max(store.height - depth + 1, 0),
+            "final_height": max(self.store.height - depth + 1, 0),
             **mined,
         }
 
-    def finality(height: int) -> dict[str, Any]:
+    def finality(self, height: int) -> dict[str, Any]:
         """How deep a stored block is; PBFT blocks are final when stored, PoW ones k deep."""
-        confirmations = store.height - height + 1
+        confirmations = self.store.height - height + 1
         return {
             "confirmations": confirmations,
-            "final": confirmations >= replica.status().final_depth,
+            "final": confirmations >= self.replica.status().final_depth,
         }
 
-    async def status(params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
-            "node_id": node.node_id,
-            "chain_id": node.chain_id,
-            **consensus_status(),
-            "height": store.height,
-            "last_block_hash": store.last_header.sha256().hex(),
-            "state_root": store.last_header.state_root.hex(),
-            "txs_committed": store.tx_count,
-            "mempool": len(replica.mempool),
-            "queue": node.queue.qsize(),
-            "uptime_s": round((now_ms() - node.started_ms) / 1000, 1),
-            "consensus": dict(replica.stats),
-            "errors": dict(node.errors)
-            | {f"rpc{k}": v for k, v in dispatcher.errors.items()}
-            | {f"transport_{k}": v for k, v in node.transport.stats.rejected.items()},
-            "transport": vars(node.transport.stats),
+            "node_id": self.node.node_id,
+            "chain_id": self.node.chain_id,
+            **self.consensus_status(),
+            "height": self.store.height,
+            "last_block_hash": self.store.last_header.sha256().hex(),
+            "state_root": self.store.last_header.state_root.hex(),
+            "txs_committed": self.store.tx_count,
+            "mempool": len(self.replica.mempool),
+            "queue": self.node.queue.qsize(),
+            "uptime_s": round((now_ms() - self.node.started_ms) / 1000, 1),
+            "consensus": dict(self.replica.stats),
+            "errors": dict(self.node.errors)
+            | {f"rpc{k}": v for k, v in self.dispatcher.errors.items()}
+            | {f"transport_{k}": v for k, v in self.node.transport.stats.rejected.items()},
+            "transport": vars(self.node.transport.stats),
         }
 
-    async def submit_tx(params: dict[str, Any]) -> dict[str, Any]:
+    async def submit_tx(self, params: dict[str, Any]) -> dict[str, Any]:
         wait = param(params, "wait", str, required=False)
         if wait not in (None, "commit"):
             raise RpcError(INVALID_PARAMS, "invalid param 'wait': expected \"commit\"")
         try:
-            tx = node.check_tx(hex_param(params, "tx"))
+            tx = self.node.check_tx(hex_param(params, "tx"))
         except LedgerError as e:
-            node.count_error(e)
+            self.node.count_error(e)
             raise
-        done = store.get_tx(tx.tx_id)
+        done = self.store.get_tx(tx.tx_id)
         if done is not None:
             return {"tx_id": tx.tx_id.hex(), "height": done.height, "status": done.reason}
-        future = node.submit(tx, wait=wait == "commit")
+        future = self.node.submit(tx, wait=wait == "commit")
         if future is None:
             return {"tx_id": tx.tx_id.hex(), "status": "pending"}
         try:
             return await asyncio.wait_for(asyncio.shield(future), WAIT_TIMEOUT_S)
         except TimeoutError:
-            node.forget_waiter(tx.tx_id, future)
+            self.node.forget_waiter(tx.tx_id, future)
             return {"tx_id": tx.tx_id.hex(), "status": "pending"}
 
-    async def get_block(params: dict[str, Any]) -> dict[str, Any]:
+    async def get_block(self, params: dict[str, Any]) -> dict[str, Any]:
         height = param(params, "height", int)
         txs = param(params, "txs", str, required=False, default="full")
         if txs not in ("full", "ids"):
             raise RpcError(INVALID_PARAMS, 'invalid param \'txs\': expected "full" or "ids"')
-        if not 0 <= height <= store.height:
-            raise UnknownBlock(f"no block at height {height} (height is {store.height})")
+        if not 0 <= height <= self.store.height:
+            raise UnknownBlock(f"no block at height {height} (height is {self.store.height})")
         if txs == "ids":
-            return {"height": height, "tx_ids": [t.hex() for t in store.get_tx_ids(height)]}
-        block = store.get_block(height)
+            return {"height": height, "tx_ids": [t.hex() for t in self.store.get_tx_ids(height)]}
+        block = self.store.get_block(height)
         assert block is not None
-        return block_view(block, store.get_receipts(height), members) | finality(height)
+        view = block_view(block, self.store.get_receipts(height), self.chain_members)
+        return view | self.finality(height)
 
-    async def get_tx(params: dict[str, Any]) -> dict[str, Any]:
+    async def get_tx(self, params: dict[str, Any]) -> dict[str, Any]:
         tx_id = hex_param(params, "tx_id", 32)
-        record = store.get_tx(tx_id)
+        record = self.store.get_tx(tx_id)
         if record is not None:
             return (
                 tx_view(record.tx, record.reason)
@@ -132,18 +140,18 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
                     "index": record.index,
                     "raw": record.tx.encode().hex(),
                 }
-                | finality(record.height)
+                | self.finality(record.height)
             )
-        if tx_id in replica.mempool:
+        if tx_id in self.replica.mempool:
             return {"tx_id": tx_id.hex(), "status": "pending"}
         raise UnknownTx(f"no tx {tx_id.hex()} on this node")
 
-    async def get_account(params: dict[str, Any]) -> dict[str, Any]:
+    async def get_account(self, params: dict[str, Any]) -> dict[str, Any]:
         address = hex_param(params, "address", ADDRESS_SIZE)
-        return account_view(store.state.account(address), replica.next_nonce(address))
+        return account_view(self.store.state.account(address), self.replica.next_nonce(address))
 
-    async def members_(params: dict[str, Any]) -> list[dict[str, Any]]:
-        specs = {n.id: n for n in nodes}
+    async def members(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        specs = {n.id: n for n in self.nodes}
         return [
             {
                 "node_id": m.node_id,
@@ -152,22 +160,22 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
                 "port": specs[m.node_id].port if m.node_id in specs else None,
                 "rpc_port": specs[m.node_id].rpc_port if m.node_id in specs else None,
             }
-            for m in members
+            for m in self.chain_members
         ]
 
-    async def consensus_state(params: dict[str, Any]) -> dict[str, Any]:
-        """The replica's in-flight state, for debugging."""
-        return replica.inspect()
+    async def consensus_state(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The self.replica's in-flight state, for debugging."""
+        return self.replica.inspect()
 
-    async def get_contract(params: dict[str, Any]) -> dict[str, Any]:
+    async def get_contract(self, params: dict[str, Any]) -> dict[str, Any]:
         """A contract's parameters, state, escrow, and the history of its moves."""
         cid = hex_param(params, "id", 32)
-        record = store.state.contracts.get(cid)
+        record = self.store.state.contracts.get(cid)
         if record is None:
             raise UnknownContract(f"no contract {cid.hex()}")
-        return contract_view(record, store.height)
+        return contract_view(record, self.store.height)
 
-    async def get_evidence(params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def get_evidence(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Evidence of equivocation committed on the ledger (optionally against `member`)."""
         member = param(params, "member", str, required=False)
         return [
@@ -179,30 +187,36 @@ def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, .
                 "a": describe_vote(r.tx.payload["a"]),
                 "b": describe_vote(r.tx.payload["b"]),
             }
-            for r in store.evidence(member)
+            for r in self.store.evidence(member)
         ]
 
-    async def block_hashes(params: dict[str, Any]) -> dict[str, Any]:
+    async def block_hashes(self, params: dict[str, Any]) -> dict[str, Any]:
         """Hashes of blocks first..last (at most 1000): cheap chain comparison for `tally check`."""
         first = param(params, "first", int)
-        last = min(param(params, "last", int), store.height, first + 999)
-        hashes = [store.block_hash(h) for h in range(max(first, 0), last + 1)]
+        last = min(param(params, "last", int), self.store.height, first + 999)
+        hashes = [self.store.block_hash(h) for h in range(max(first, 0), last + 1)]
         return {"first": first, "hashes": [h.hex() for h in hashes if h is not None]}
 
-    async def genesis(params: dict[str, Any]) -> dict[str, Any]:
-        return {"chain_id": node.chain_id, "raw": node.genesis.encode().hex()}
+    async def genesis(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"chain_id": self.node.chain_id, "raw": self.node.genesis.encode().hex()}
 
-    for name, fn in [
-        ("status", status),
-        ("submit_tx", submit_tx),
-        ("get_block", get_block),
-        ("get_tx", get_tx),
-        ("get_account", get_account),
-        ("members", members_),
-        ("genesis", genesis),
-        ("consensus_state", consensus_state),
-        ("get_evidence", get_evidence),
-        ("get_contract", get_contract),
-        ("block_hashes", block_hashes),
-    ]:
-        dispatcher.register(name, ledger_errors(fn))
+
+METHODS = (
+    "status",
+    "submit_tx",
+    "get_block",
+    "get_tx",
+    "get_account",
+    "members",
+    "genesis",
+    "consensus_state",
+    "get_evidence",
+    "get_contract",
+    "block_hashes",
+)
+
+
+def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, ...]) -> None:
+    methods = LedgerMethods(dispatcher, node, nodes)
+    for name in METHODS:
+        dispatcher.register(name, ledger_errors(getattr(methods, name)))
