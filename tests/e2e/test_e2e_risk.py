@@ -12,29 +12,33 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from livecluster import kill9, live_cluster, wait_for
 
-from contracts.design.risk import RiskProblem, design_risk
+from contracts.design.risk import DEFAULT_PROBLEM, RiskProblem, design_risk
 from contracts.risk_sharing import commitment, draw_value
 from contracts.risk_sharing.schedule import Schedule, schedule_args, schedule_from_design
 from ledger.tx import contract_call
-from node.cli.risk import DEFAULT
 from node.cluster import launcher
 from node.cluster.accounts import account_key, signer_key
 from node.cluster.bootstrap import load_genesis
 from node.cluster.config import ClusterConfig
 from node.rpc.client import RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
+from tests.helpers.livecluster import kill9, live_cluster
+from tests.helpers.wait import wait_for
 
-pytestmark = pytest.mark.e2e
 START = 1_000_000
 PARTIES = ("villager", "insurer", "villager2", "insurer2", "villager3", "insurer3")
-TWO_PERIODS = schedule_from_design(design_risk(DEFAULT), 100)
+TWO_PERIODS = schedule_from_design(design_risk(DEFAULT_PROBLEM), 100)
 AUDITED = schedule_from_design(
-    design_risk(RiskProblem(**{**DEFAULT.__dict__, "periods": 1, "audit_cost": 1.0})), 100
+    design_risk(RiskProblem(**{**DEFAULT_PROBLEM.__dict__, "periods": 1, "audit_cost": 1.0})), 100
 )
 PENALTY = 600
 FEE = 100
+# Windows in blocks, for deposit, commit, report, reveal, audit.  Empty heartbeat blocks come
+# every status interval while a contract waits, so a window is time: every stage a test moves in
+# gets a long one (a loaded machine only makes the test slower); a window meant to pass is short.
+LONG = 1000
+WINDOWS = [LONG] * 5
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +135,9 @@ async def test_ten_periods_survive_a_killed_primary_and_end_identical_everywhere
     cfg = cluster
     parties = Parties(cfg, "villager", "insurer", "n3")
     before = (await parties.balances())["n0"]
-    await parties.open(TWO_PERIODS, periods=10, windows=[40, 40, 40, 15, 40])
-    rng, primary = random.Random(6), ""
+    # the reveal window is short: the insurer withholds its reveal in period 3 until it passes
+    await parties.open(TWO_PERIODS, periods=10, windows=[LONG, LONG, LONG, 15, LONG])
+    rng, primary, restart = random.Random(6), "", None
     incomes = [rng.randrange(3) for _ in range(10)]  # the villager's true incomes, reported
     for p in range(1, 11):
         if p == 5:  # midway: kill -9 of the primary; the next moves wait for the view change
@@ -141,12 +146,14 @@ async def test_ten_periods_survive_a_killed_primary_and_end_identical_everywhere
             kill9(cfg, primary)
             if primary in parties.live:
                 parties.live.remove(primary)
-        if p == 8:
-            await asyncio.to_thread(launcher.up, cfg)  # the old primary comes back
+        if p == 8:  # the old primary comes back, while the periods go on
+            restart = asyncio.create_task(asyncio.to_thread(launcher.up, cfg))
         withhold = "agent2" if p == 3 else ""  # the insurer withholds its reveal in period 3
         await parties.period(incomes[p - 1], bytes([p, 1]) * 16, bytes([p, 2]) * 16, withhold)
         if withhold:
             await wait_for(lambda p=p: _past(parties, p), "the reveal window of period 3 to pass")
+    assert restart is not None
+    await restart
 
     async def all_closed() -> list[dict[str, Any]] | None:
         views = []
@@ -196,7 +203,7 @@ async def _agreed(parties: Parties) -> dict[str, int] | None:
 async def test_an_audit_is_settled_by_a_member_and_paid_for(cluster: ClusterConfig) -> None:
     parties = Parties(cluster, "villager2", "insurer2", "n2")
     before = (await parties.balances())["n0"]
-    await parties.open(AUDITED, periods=1, windows=[40] * 5)
+    await parties.open(AUDITED, periods=1, windows=WINDOWS)
     report, s1 = 0, bytes(32)
     audit = AUDITED.audit_weight(1, (report,))
     s2 = next(
@@ -221,7 +228,7 @@ async def test_an_audit_is_settled_by_a_member_and_paid_for(cluster: ClusterConf
 
 async def test_refused_moves_get_clear_errors_over_rpc(cluster: ClusterConfig) -> None:
     parties = Parties(cluster, "villager3", "insurer3", "n1")
-    await parties.open(TWO_PERIODS, periods=2, windows=[40] * 5)
+    await parties.open(TWO_PERIODS, periods=2, windows=WINDOWS)
     before = await parties.contract()
 
     async def refused(role: str, op: str, reason: str, **args: Any) -> None:
@@ -253,8 +260,12 @@ def test_cli_runs_a_period(cluster: ClusterConfig) -> None:
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)  # type: ignore[no-any-return]
 
+    # Each step is a CLI process: its start-up time must not pass a window (the default is
+    # 20 blocks, 4 s of heartbeat blocks here), so the contract's windows are long.
+    windows = ",".join(map(str, WINDOWS))
     made = tally(
-        "create", "--from", "insurer", "--to", "villager", "--auditor", "n3", "--periods", "1"
+        *["create", "--from", "insurer", "--to", "villager", "--auditor", "n3"],
+        *["--periods", "1", "--windows", windows],
     )
     cid = made["contract_id"]
     assert made["required_collateral"] == {"agent1": 700, "agent2": 700}

@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from livecluster import bench_json
-
 from consensus.pow.replica import PowReplica
 from ledger.state import State, apply_block
 from ledger.tx import transfer
@@ -22,6 +20,7 @@ from node.faults.spec import FaultSpec
 from node.sim.cluster import SimCluster
 from node.sim.doublespend import exact, success_rate
 from node.sim.faults import FaultPlan, Partition
+from tests.helpers.livecluster import bench_json
 
 ACCOUNTS = {f"a{i}": 10**6 for i in range(4)}
 GROUPS = (frozenset({"n0", "n1"}), frozenset({"n2", "n3"}))

@@ -7,10 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.e2e
-
 
 def test_bench_contracts_commits_every_call(tmp_path: Path) -> None:
     out_file = tmp_path / "bench.json"

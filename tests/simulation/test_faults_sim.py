@@ -98,13 +98,21 @@ def two_byzantine_of_seven(seed: int) -> tuple[int, list[str], str]:
     return seed, [f"{v.name}: {v.detail}" for v in report.verdicts if not v.ok], report.command
 
 
-def test_two_byzantine_of_seven_over_many_seeds() -> None:
-    seeds = range(300)
+def two_byzantine_of_seven_over(seeds: range) -> None:
     with ProcessPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
         results = list(pool.map(two_byzantine_of_seven, seeds, chunksize=10))
     failures = [(s, bad, cmd) for s, bad, cmd in results if bad]
     assert len(results) == len(seeds)
     assert failures == [], "\n".join(f"seed {s}: {b}\n  {c}" for s, b, c in failures)
+
+
+def test_two_byzantine_of_seven_over_twenty_seeds() -> None:
+    two_byzantine_of_seven_over(range(20))
+
+
+@pytest.mark.slow
+def test_two_byzantine_of_seven_over_three_hundred_seeds() -> None:
+    two_byzantine_of_seven_over(range(300))
 
 
 def test_colluding_equivocators_beyond_the_bound_fork_and_the_checker_sees_it() -> None:

@@ -20,7 +20,6 @@ from node.sim.cluster import SimCluster
 from node.sim.faults import Crash, FaultPlan, Partition, random_plan
 from node.sim.run import run_sim
 
-SEEDS = 1000
 NODES = [f"n{i}" for i in range(7)]
 
 
@@ -31,13 +30,22 @@ def one_seed(seed: int) -> tuple[int, list[str], str]:
     return seed, [f"{v.name}: {v.detail}" for v in report.verdicts if not v.ok], report.command
 
 
-def test_seven_replicas_over_a_thousand_seeds_keep_safety_and_liveness() -> None:
+def sweep(seeds: range) -> None:
     workers = min(2, os.cpu_count() or 1)
     with ProcessPoolExecutor(workers) as pool:
-        results = list(pool.map(one_seed, range(SEEDS), chunksize=25))
+        results = list(pool.map(one_seed, seeds, chunksize=25))
     failures = [(seed, bad, cmd) for seed, bad, cmd in results if bad]
-    assert len(results) == SEEDS
+    assert len(results) == len(seeds)
     assert failures == [], "\n".join(f"seed {s}: {b}\n  reproduce: {c}" for s, b, c in failures)
+
+
+def test_seven_replicas_over_fifty_seeds_keep_safety_and_liveness() -> None:
+    sweep(range(50))
+
+
+@pytest.mark.slow
+def test_seven_replicas_over_a_thousand_seeds_keep_safety_and_liveness() -> None:
+    sweep(range(1000))
 
 
 @st.composite
@@ -122,8 +130,8 @@ def test_a_failing_run_prints_the_seed_and_the_command_that_reproduces_it() -> N
     assert "--crash 'n1@0.5'" in out.stdout
 
 
-def test_memory_stays_bounded_over_ten_thousand_blocks() -> None:
-    blocks, interval = 10_000, 16
+def memory_stays_bounded(blocks: int) -> None:
+    interval = 16
     c = SimCluster(
         4,
         1,
@@ -151,3 +159,12 @@ def test_memory_stays_bounded_over_ten_thousand_blocks() -> None:
     assert worst["checkpoint_votes"] <= 4 * (log_size // interval + 1)
     assert worst["recent_tx_ids"] <= RECENT_COMMITTED
     assert all(r.stable_seq >= blocks - 2 * interval for r in c.replicas.values())
+
+
+def test_memory_stays_bounded_over_a_thousand_blocks() -> None:
+    memory_stays_bounded(1000)  # 60 checkpoints: the log is collected many times over
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_over_ten_thousand_blocks() -> None:
+    memory_stays_bounded(10_000)

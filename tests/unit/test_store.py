@@ -26,7 +26,7 @@ from ledger.store import Store, StoreError, TxRecord
 from ledger.tx import Tx, transfer
 from node.engines import chain_engines
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHAIN = "tally-store-test"
 ALICE, BOB, CAROL = (KeyPair(bytes([i]) * 32) for i in (1, 2, 3))
 

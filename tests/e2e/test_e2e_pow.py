@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livecluster import bench_json, live_cluster, wait_for
 
 from ledger.tx import transfer
 from node.cluster.accounts import account_key
@@ -21,8 +20,9 @@ from node.cluster.bootstrap import load_genesis
 from node.cluster.config import ClusterConfig
 from node.faults.spec import POW_ONLY
 from node.rpc.client import RpcClient
+from tests.helpers.livecluster import bench_json, live_cluster
+from tests.helpers.wait import wait_for
 
-pytestmark = pytest.mark.e2e
 POW = {
     "target_block_ms": 300,
     "retarget_interval": 10,
@@ -106,6 +106,7 @@ async def _higher(cfg: ClusterConfig, height: int) -> bool:
     return all(s["height"] >= height for s in await statuses(cfg))
 
 
+@pytest.mark.slow  # the simulator heals partitions in the default lane (test_pow_sim.py)
 def test_a_live_partition_heals_onto_one_chain(cluster: ClusterConfig) -> None:
     cfg = cluster
     out = cli(
@@ -131,7 +132,12 @@ def test_pbft_faults_are_refused_on_a_pow_node(cluster: ClusterConfig) -> None:
     assert out.returncode != 0 and "disturbs PBFT" in out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("kind", sorted(POW_ONLY))
+# One attack live in the default lane; the others in the slow lane (all in the simulator).
+LIVE = sorted(POW_ONLY)
+ATTACKS = [pytest.param(k, marks=[] if k == "withhold" else [pytest.mark.slow]) for k in LIVE]
+
+
+@pytest.mark.parametrize("kind", ATTACKS)
 def test_pow_attacks_inject_and_heal_live(cluster: ClusterConfig, kind: str) -> None:
     cfg = cluster
     params = (
@@ -152,6 +158,7 @@ def test_pow_attacks_inject_and_heal_live(cluster: ClusterConfig, kind: str) -> 
     assert check.returncode == 0 and json.loads(check.stdout)["divergence"] is None
 
 
+@pytest.mark.slow
 def test_bench_pow_measures_the_block_interval(tmp_path: Path) -> None:
     args = ["--target-ms", "200", "--warmup", "2", "--blocks", "5"]
     result = bench_json(tmp_path, "pow", *args)

@@ -21,7 +21,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from livecluster import live_cluster, wait_for
 
 from ledger.crypto import KeyPair
 from ledger.tx import transfer
@@ -31,8 +30,9 @@ from node.cluster.bootstrap import load_genesis
 from node.cluster.config import ClusterConfig
 from node.rpc.client import RpcClient
 from node.transport.envelope import BROADCAST, Envelope, Sealer
+from tests.helpers.livecluster import live_cluster
+from tests.helpers.wait import wait_for
 
-pytestmark = pytest.mark.e2e
 ACCOUNTS = {"alice": 1_000_000, "bob": 1_000_000}
 PBFT = {"batch_wait_ms": 5, "status_interval_ms": 250, "view_change_timeout_ms": 1000}
 

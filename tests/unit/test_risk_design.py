@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from livecluster import bench_json
 
 from contracts.design.risk import RiskProblem, Utility, build, design_risk, violated
 from contracts.risk_sharing.schedule import schedule_from_design
 from node.cli.risk import load_schedule
+from tests.helpers.livecluster import bench_json
 
 U = Utility.parse("crra:1.5")
 GRID = tuple(-2 + 0.5 * k for k in range(9))  # 9 transfers

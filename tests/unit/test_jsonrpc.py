@@ -7,7 +7,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -553,13 +552,12 @@ def free_port() -> int:
         return port
 
 
-async def test_client_closed_port_is_unavailable_quickly() -> None:
+async def test_client_closed_port_is_refused_not_timed_out() -> None:
     url = f"http://127.0.0.1:{free_port()}/rpc"
-    started = time.monotonic()
     async with RpcClient(url, timeout=5.0) as client:
+        # refused at once: "cannot reach", not "timed out after 5.0s"
         with pytest.raises(RpcUnavailable, match="cannot reach"):
             await client.call("add", a=1, b=1)
-    assert time.monotonic() - started < 2.0
 
 
 async def test_client_timeout_is_unavailable() -> None:

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mosquitto import need_mosquitto
-
 from node.bench.pbft import free_ports
 from node.cluster import launcher
 from node.cluster.config import ClusterConfig, load_config, local_cluster_toml
+from node.rpc.client import RpcClient, RpcUnavailable
+from tests.helpers.mosquitto import need_mosquitto
+from tests.helpers.wait import wait_for
 
 
 @contextmanager
@@ -71,15 +71,27 @@ def kill9(cfg: ClusterConfig, node: str) -> None:
         time.sleep(0.02)
 
 
-async def wait_for(predicate: Any, what: str, timeout: float = 60) -> Any:
-    """Poll the async `predicate` until it returns something truthy, and return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
+async def node_status(cfg: ClusterConfig, node: str) -> dict[str, Any] | None:
+    """One node's `status`, or None while it does not answer."""
+    try:
+        async with RpcClient(cfg.node(node).rpc_url, timeout=10) as client:
+            result: dict[str, Any] = await client.call("status")
+            return result
+    except RpcUnavailable:
+        return None
+
+
+async def wait_for_status(
+    cfg: ClusterConfig, node: str, pred: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """Poll `node`'s status until `pred` holds for it, and return that status."""
+
+    async def matching() -> dict[str, Any] | None:
+        status = await node_status(cfg, node)
+        return status if status is not None and pred(status) else None
+
+    result: dict[str, Any] = await wait_for(matching, f"{what} on {node}")
+    return result
 
 
 def bench_json(tmp_path: Path, *args: str, timeout: float = 300) -> Any:

@@ -1,0 +1,1 @@
+"""Property tests: hypothesis draws inputs and operation sequences and checks invariants."""

@@ -1,0 +1,1 @@
+"""Tests in the deterministic simulator: real replicas on a virtual clock and network."""
