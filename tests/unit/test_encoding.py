@@ -15,13 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consensus.messages import Blocks, FetchBlocks, ForwardTxs
 from consensus.pbft.messages import (
-    Blocks,
     Checkpoint,
     Commit,
     CommitCertificate,
-    FetchBlocks,
-    ForwardTxs,
     NewView,
     Prepare,
     PreparedCert,

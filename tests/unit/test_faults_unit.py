@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consensus.events import Action, Broadcast, ClientTx, MessageReceived, Persist, Send, TimerFired
+from consensus.messages import Blocks
 from consensus.pbft.messages import (
-    Blocks,
     Checkpoint,
     Commit,
     Prepare,

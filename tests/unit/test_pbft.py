@@ -16,11 +16,10 @@ from consensus.events import (
     SetTimer,
     TimerFired,
 )
+from consensus.messages import Blocks, FetchBlocks
 from consensus.pbft.messages import (
-    Blocks,
     Commit,
     CommitCertificate,
-    FetchBlocks,
     NewView,
     Prepare,
     PrePrepare,

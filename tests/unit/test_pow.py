@@ -18,7 +18,7 @@ from consensus.events import (
     Send,
     SwitchChain,
 )
-from consensus.pbft.messages import Blocks, FetchBlocks
+from consensus.messages import Blocks, FetchBlocks
 from consensus.pow.config import REGTEST_LIMIT_BITS, PowConfig
 from consensus.pow.difficulty import (
     BadBits,
