@@ -128,7 +128,7 @@ def inject_process(cfg: ClusterConfig, spec: FaultSpec) -> dict[str, Any]:
                 done[nid] = {"paused": launcher.signal_node(cfg, nid, signal.SIGSTOP)}
             elif spec.kind == "restart":
                 launcher.kill_node(cfg, nid)
-                done[nid] = {"restarted": launcher.up(cfg).get(nid)}
+                done[nid] = {"restarted": launcher.up(cfg, nodes=[nid]).get(nid)}
             else:
                 done[nid] = {"twin": launcher.start_twin(cfg, nid)}
         except launcher.LaunchError as e:
@@ -155,12 +155,15 @@ def later(cfg: ClusterConfig, spec: FaultSpec) -> None:
 
 
 def heal_processes(cfg: ClusterConfig, node: str) -> dict[str, Any]:
-    """Resume paused nodes, stop twins, and start again nodes that were killed."""
+    """Resume paused nodes, stop twins, and start again nodes that were killed: each on its
+    own, so a node that fails to start is reported and stops no other."""
     healed: dict[str, Any] = {}
     ids = cfg.node_ids() if node == "*" else [node]
-    if any(launcher.running_pid(cfg, nid) is None for nid in ids):
-        for nid, pid in launcher.up(cfg).items():
-            healed[f"{nid} (process)"] = {"restarted": pid}
+    for nid in [n for n in ids if launcher.running_pid(cfg, n) is None]:
+        try:
+            healed[f"{nid} (process)"] = {"restarted": launcher.up(cfg, nodes=[nid])[nid]}
+        except launcher.LaunchError as e:
+            healed[f"{nid} (process)"] = {"error": str(e)}
     for nid in ids:
         if launcher.is_paused(cfg, nid):
             launcher.signal_node(cfg, nid, signal.SIGCONT)

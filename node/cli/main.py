@@ -46,8 +46,10 @@ def pick_node(cfg: ClusterConfig, node_id: str | None) -> str:
 
 def cmd_up(args: argparse.Namespace, cfg: ClusterConfig) -> int:
     if args.fresh:
+        if args.node:
+            raise launcher.LaunchError("--fresh wipes the whole cluster: not with --node")
         wipe(cfg)
-    started = launcher.up(cfg, timeout_s=args.timeout)
+    started = launcher.up(cfg, timeout_s=args.timeout, nodes=args.node)
     if cfg.transport == "mqtt":
         where = broker.address(cfg)
         scheme = "mqtts" if where.tls else "mqtt"
@@ -55,10 +57,19 @@ def cmd_up(args: argparse.Namespace, cfg: ClusterConfig) -> int:
         if not cfg.mqtt.spawn:
             how = "external"
         console.print(f"broker: {how}, {scheme}://{where.host}:{where.port}/{cfg.topic_prefix}")
-    for node in cfg.nodes:
+    for node in cfg.nodes if args.node is None else [cfg.node(n) for n in args.node]:
         how = f"started (pid {started[node.id]})" if node.id in started else "already running"
         console.print(f"{node.id}: {how}, rpc {node.rpc_url}")
-    console.print(f"[green]cluster {cfg.name!r} is up[/]; logs in {cfg.data_dir / 'logs'}")
+    what = f"cluster {cfg.name!r}" if args.node is None else ", ".join(args.node)
+    console.print(f"[green]{what} is up[/]; logs in {cfg.data_dir / 'logs'}")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace, cfg: ClusterConfig) -> int:
+    stopped, pid = launcher.restart(cfg, args.node_id, grace_s=args.grace, timeout_s=args.timeout)
+    was = f"pid {stopped.pid} {stopped.how}" if stopped.pid else "was not running"
+    node = cfg.node(args.node_id)
+    console.print(f"{node.id}: {was}; started (pid {pid}), answering on {node.rpc_url}")
     return 0
 
 
@@ -245,9 +256,28 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", help="print JSON")
         return sp
 
-    up = add("up", cmd_up, "start the cluster (keys and genesis are made on first start)")
+    up = add(
+        "up",
+        cmd_up,
+        "start the nodes that are not running (keys and genesis are made on first start); "
+        "if one fails to start, only what this start began is stopped",
+    )
     up.add_argument("--fresh", action="store_true", help="stop it and delete data_dir first")
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for health")
+    up.add_argument(
+        "--node",
+        action="append",
+        metavar="ID",
+        help="start only this node (repeatable); the others are left as they are",
+    )
+    rs = add(
+        "restart",
+        cmd_restart,
+        "stop one node (SIGTERM, then SIGKILL after --grace), start it, wait until it answers",
+    )
+    rs.add_argument("node_id", metavar="NODE", help="the node's id, e.g. n1")
+    rs.add_argument("--grace", type=float, default=5.0, help="seconds before SIGKILL (default 5)")
+    rs.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for health")
     add("down", cmd_down, "stop exactly the processes `up` started (nodes, then the broker)")
     add(
         "keys",

@@ -12,7 +12,12 @@ from node.cluster.config import ClusterConfig
 
 
 class LaunchError(Exception):
-    """The cluster could not be started; the message says why and what to do."""
+    """The cluster could not be started; the message says why and what to do.  `node_id`
+    names the node that failed, when one did."""
+
+    def __init__(self, message: str, node_id: str | None = None) -> None:
+        super().__init__(message)
+        self.node_id = node_id
 
 
 def running_pid(cfg: ClusterConfig, node_id: str) -> int | None:
@@ -65,6 +70,7 @@ def spawn(cfg: ClusterConfig, name: str, cmd: list[str]) -> int:
 
 
 def log_tail(cfg: ClusterConfig, node_id: str, lines: int = 15) -> str:
+    """The last `lines` lines of logs/NODE_ID.log, indented."""
     try:
         text = cfg.log_path(node_id).read_text(errors="replace").splitlines()
     except FileNotFoundError:

@@ -61,7 +61,7 @@ def apply(cfg: ClusterConfig, spec: FaultSpec) -> None:
                 launcher.signal_node(cfg, node, signal.SIGSTOP)
             elif spec.kind == "restart":
                 launcher.kill_node(cfg, node)
-                launcher.up(cfg)
+                launcher.up(cfg, nodes=[node])  # that node only: a failure stops no other
             elif spec.kind == "twins":
                 launcher.start_twin(cfg, node)
         except launcher.LaunchError as e:
@@ -73,7 +73,7 @@ def undo(cfg: ClusterConfig, spec: FaultSpec) -> None:
     for node in targets(cfg, spec):
         try:
             if spec.kind == "kill":
-                launcher.up(cfg)
+                launcher.up(cfg, nodes=[node])
             elif spec.kind == "pause":
                 launcher.signal_node(cfg, node, signal.SIGCONT)
             elif spec.kind == "twins":
