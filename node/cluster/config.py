@@ -55,6 +55,9 @@ class ClusterSection:
     sqlite_synchronous: str = field(
         default="FULL", metadata=rule(choices=("OFF", "NORMAL", "FULL", "EXTRA"))
     )
+    # a store that fails its check at start: "refuse" to start, or "rebuild" (move it aside
+    # and fetch the chain from peers); see ledger.store.StoreDamaged
+    damaged_store: str = field(default="refuse", metadata=rule(choices=("refuse", "rebuild")))
 
     def __post_init__(self) -> None:
         check(self, ClusterSection)
@@ -119,6 +122,7 @@ class ClusterConfig:
     accounts: dict[str, int]
     max_frame_bytes: int
     sqlite_synchronous: str
+    damaged_store: str
     pbft: PbftParams = field(default_factory=PbftParams)
     pow: PowParams = field(default_factory=PowParams)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -235,6 +239,7 @@ def _parse(path: Path, file: str, raw: dict[str, Any]) -> ClusterConfig:
         accounts=_accounts(file, _table(file, "genesis", raw)),
         max_frame_bytes=cluster.max_frame_bytes,
         sqlite_synchronous=cluster.sqlite_synchronous,
+        damaged_store=cluster.damaged_store,
         pbft=pbft,
         pow=pow_,
         mqtt=mqtt,

@@ -12,12 +12,13 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from aiohttp import web
 
 from ledger.block import Genesis
 from ledger.crypto import KeyPair
-from ledger.store import Store
+from ledger.store import Store, StoreDamaged
 from node.cluster import broker
 from node.cluster.bootstrap import load_genesis, load_key
 from node.cluster.config import ClusterConfig, ConfigError, load_config
@@ -49,7 +50,7 @@ def build_node(
     key = load_key(cfg.node_key_path(node_id))
     db = cfg.twin_db_path(node_id) if twin else cfg.db_path(node_id)
     db.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(db, genesis, engines=chain_engines(), synchronous=cfg.sqlite_synchronous)
+    store = open_store(cfg, db, genesis)  # checked before anything else starts
     listen_port = 0 if twin else None
     config = consensus_config(cfg, genesis)
     replica = open_replica(config, node_id, key, store)
@@ -68,6 +69,40 @@ def build_node(
     methods.register(dispatcher, runtime, cfg.nodes)
     admin.register(dispatcher, runtime)
     return runtime, make_app(dispatcher)
+
+
+def open_store(cfg: ClusterConfig, db: Path, genesis: Genesis) -> Store:
+    """The node's store, checked (SQLite's integrity_check, the stored chain's head and the
+    state root) before the node serves anything.  A damaged one raises StoreDamaged with
+    `damaged_store = "refuse"`; with "rebuild" it is moved aside (kept for inspection) and the
+    node starts from an empty store, which state transfer fills from its peers."""
+
+    def open_checked() -> Store:
+        return Store(
+            db,
+            genesis,
+            engines=chain_engines(),
+            synchronous=cfg.sqlite_synchronous,
+            verify="full",
+        )
+
+    try:
+        return open_checked()
+    except StoreDamaged as e:
+        if cfg.damaged_store != "rebuild":
+            raise
+        aside = db.with_name(f"{db.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        for suffix in ("", "-wal", "-shm"):  # the WAL belongs to the file it was written for
+            part = db.with_name(db.name + suffix)
+            if part.exists():
+                part.rename(aside.with_name(aside.name + suffix))
+        log.warning(
+            "%s; moved aside to %s (damaged_store = rebuild): starting from an empty store, "
+            "to be filled from peers",
+            e,
+            aside.name,
+        )
+    return open_checked()
 
 
 def build_transport(
@@ -154,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         log.error("cannot start node %s: %s", args.node, e)
         return 1
+    except StoreDamaged as e:  # damaged_store = "refuse": nothing was served from it
+        log.error(
+            "cannot start node %s: %s (refusing: damaged_store = refuse; move the file aside "
+            'or set damaged_store = "rebuild" to fetch the chain from peers)',
+            args.node,
+            e,
+        )
+        return 3
     return 0
 
 
