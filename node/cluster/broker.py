@@ -1,11 +1,26 @@
 """The cluster's MQTT broker.  With [mqtt] broker = "spawn", `tally up` starts a Mosquitto on a
-free loopback port (config, port and password file in data_dir/broker; TLS material from
-`tally keys` in data_dir/tls) and `tally down` stops it.  Otherwise [mqtt] broker names one."""
+free loopback port (config, port, password and ACL files in data_dir/broker; TLS material from
+`tally keys` in data_dir/tls) and `tally down` stops it.  Otherwise [mqtt] broker names one.
+
+Who may connect to a spawned broker, and what each client may do:
+
+    default          one user per node (its id), a random password kept 0600 in
+                     data_dir/broker/credentials/<node>.password; ACL: own topics only
+    tls = true       a client certificate of the cluster's CA, its name the user; same ACL
+    username         that one user and password for every node; ACL: the cluster's topics
+    anonymous = true anyone, anything (explicitly open)
+
+The ACL follows the topics of node/transport/mqtt.py, which carry the sender: a node reads
+P/inbox/<itself>/+ and P/all/+, and writes P/inbox/<peer>/<itself> and P/all/<itself>.  So no
+node can publish as another, nor read another's inbox.  Retained messages are disabled
+(`retain_available false`: a client that sends one is disconnected), and nodes drop any
+retained message they are handed anyway."""
 
 from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -50,6 +65,59 @@ def address(cfg: ClusterConfig) -> BrokerAddress:
     return BrokerAddress("127.0.0.1", port, cfg.mqtt.tls)
 
 
+def password_path(cfg: ClusterConfig, node_id: str) -> Path:
+    return cfg.broker_dir / "credentials" / f"{node_id}.password"
+
+
+def per_node_users(cfg: ClusterConfig) -> bool:
+    """Whether the spawned broker gives each node its own user and password."""
+    m = cfg.mqtt
+    return m.spawn and not (m.tls or m.username or m.anonymous)
+
+
+def credentials(cfg: ClusterConfig, node_id: str) -> tuple[str | None, str | None]:
+    """The user name and password `node_id` connects with (None, None: none)."""
+    m = cfg.mqtt
+    if m.username:
+        return m.username, m.password or None
+    if not per_node_users(cfg):
+        return None, None  # anonymous, an external broker without, or a TLS certificate
+    try:
+        return node_id, password_path(cfg, node_id).read_text().strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no broker password for {node_id!r} in {cfg.broker_dir}: run `tally up`"
+        ) from None
+
+
+def ensure_credentials(cfg: ClusterConfig) -> dict[str, str]:
+    """Each node's password, made (random, 0600) where missing."""
+    passwords = {}
+    for n in cfg.nodes:
+        path = password_path(cfg, n.id)
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
+        passwords[n.id] = path.read_text().strip()
+    return passwords
+
+
+def acl(cfg: ClusterConfig) -> str:
+    """Mosquitto's ACL for the cluster's users; see the module docstring."""
+    prefix = cfg.topic_prefix
+    if cfg.mqtt.username:
+        return f"user {cfg.mqtt.username}\ntopic readwrite {prefix}/#\n"
+    ids = cfg.node_ids()
+    lines = []
+    for me in ids:
+        lines += [f"user {me}", f"topic read {prefix}/inbox/{me}/+", f"topic read {prefix}/all/+"]
+        lines += [f"topic write {prefix}/inbox/{to}/{me}" for to in ids if to != me]
+        lines += [f"topic write {prefix}/all/{me}", ""]
+    return "\n".join(lines)
+
+
 def find_program(name: str) -> str:
     found = shutil.which(name)
     for directory in SBIN:
@@ -89,8 +157,9 @@ def stop(cfg: ClusterConfig, grace_s: float = 5.0) -> tuple[int, str] | None:
 
 
 def write_conf(cfg: ClusterConfig, port: int) -> Path:
-    """Mosquitto's config: loopback only, no persistence, anonymous only without TLS or a
-    password, packets capped at the largest envelope."""
+    """Mosquitto's config: loopback only, no persistence, no retained messages, anonymous
+    clients only with anonymous = true, an ACL otherwise, packets capped at the largest
+    envelope."""
     directory = cfg.broker_dir
     directory.mkdir(parents=True, exist_ok=True)
     m = cfg.mqtt
@@ -98,8 +167,9 @@ def write_conf(cfg: ClusterConfig, port: int) -> Path:
         "# Written by `tally up` at every start of the broker: edit cluster.toml instead.",
         f"listener {port} 127.0.0.1",
         "set_tcp_nodelay true",  # small consensus messages must not wait for Nagle
-        f"allow_anonymous {'false' if m.tls or m.username else 'true'}",
+        f"allow_anonymous {'true' if m.anonymous else 'false'}",
         "persistence false",
+        "retain_available false",
         f"max_packet_size {cfg.max_frame_bytes + 2 * OVERHEAD}",
         "max_inflight_messages 100",
         "max_queued_messages 20000",
@@ -111,7 +181,13 @@ def write_conf(cfg: ClusterConfig, port: int) -> Path:
         f"user {pwd.getpwuid(os.getuid()).pw_name}",
     ]
     if m.username:
-        lines.append(f"password_file {_password_file(cfg)}")
+        lines.append(f"password_file {_password_file(cfg, {m.username: m.password})}")
+    elif per_node_users(cfg):
+        lines.append(f"password_file {_password_file(cfg, ensure_credentials(cfg))}")
+    if not m.anonymous:
+        acl_file = directory / "acl"
+        acl_file.write_text(acl(cfg))
+        lines.append(f"acl_file {acl_file}")
     if m.tls:
         tls = cfg.tls_dir
         lines += [
@@ -127,14 +203,16 @@ def write_conf(cfg: ClusterConfig, port: int) -> Path:
     return conf
 
 
-def _password_file(cfg: ClusterConfig) -> Path:
+def _password_file(cfg: ClusterConfig, users: dict[str, str]) -> Path:
+    """Mosquitto's password file for `users` (name -> password), hashed by mosquitto_passwd."""
     path = cfg.broker_dir / "passwd"
     path.unlink(missing_ok=True)
     tool = find_program("mosquitto_passwd")
-    cmd = [tool, "-c", "-b", str(path), cfg.mqtt.username, cfg.mqtt.password]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise LaunchError(f"mosquitto_passwd failed: {done.stderr.strip() or done.stdout}")
+    for i, (user, password) in enumerate(users.items()):
+        cmd = [tool, *(["-c"] if i == 0 else []), "-b", str(path), user, password]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise LaunchError(f"mosquitto_passwd failed: {done.stderr.strip() or done.stdout}")
     path.chmod(0o600)
     return path
 

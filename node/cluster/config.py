@@ -97,6 +97,8 @@ class MqttSettings:
     key: str = ""
     username: str = ""
     password: str = ""
+    # spawn only: let clients in without credentials (otherwise one password per node)
+    anonymous: bool = False
     prefix: str = field(default="", metadata=TOPIC_RULE)  # "" means tally/<cluster name>
     # MQTT 5 where the broker supports it, else 3.1.1; or "5", "3.1.1"
     protocol: str = field(default="auto", metadata=rule(choices=("auto", "5", "3.1.1")))
@@ -332,6 +334,12 @@ def _mqtt(file: str, table: dict[str, Any]) -> MqttSettings:
     if settings.tls and not settings.spawn and not settings.ca:
         rule = "required for tls with an external broker (the broker's CA, PEM)"
         raise SchemaError(file, "[mqtt]", "ca", rule)
+    if settings.anonymous and not settings.spawn:
+        rule = 'only for broker = "spawn" (an external broker has its own settings)'
+        raise SchemaError(file, "[mqtt]", "anonymous", rule, True)
+    if settings.anonymous and settings.tls:
+        rule = "cannot be true with tls (TLS admits only clients with a cluster certificate)"
+        raise SchemaError(file, "[mqtt]", "anonymous", rule, True)
     return settings
 
 

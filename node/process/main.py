@@ -112,13 +112,14 @@ def build_transport(
     if cfg.transport == "mqtt":
         where = broker.address(cfg)
         m = cfg.mqtt
+        username, password = broker.credentials(cfg, node_id)
         link = MqttLink(
             where.host,
             where.port,
             cfg.topic_prefix,
             tls=client_context(*cfg.tls_paths(node_id)) if where.tls else None,
-            username=m.username or None,
-            password=m.password or None,
+            username=username,
+            password=password,
             protocol=m.protocol,
             keepalive_s=m.keepalive_s,
         )

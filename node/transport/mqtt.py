@@ -2,13 +2,18 @@
 
 Topics, under the cluster's prefix P:
 
-    P/inbox/<node>   what one node sends another
-    P/all            what a node broadcasts (under MQTT 5 the broker does not echo it back)
+    P/inbox/<to>/<from>   what node <from> sends node <to>
+    P/all/<from>          what node <from> broadcasts (under MQTT 5 not echoed back to it)
 
-Everything is published with QoS 1.  Frames waiting for the same destination are batched
-into one envelope (envelope.py), so one signature covers many consensus messages.  The broker
-is trusted for nothing but delivery: a receiver checks every envelope's signature, sender,
-addressee, age and sequence number, and counts what it refuses in `stats.rejected`.
+A node subscribes to P/inbox/<itself>/+ and P/all/+.  The sender is in the topic so that a
+broker's ACL can let each node publish only as itself (node/cluster/broker.py writes one).
+Everything is published with QoS 1, never retained; a retained message (left on the broker
+by someone else, and handed to every new subscriber) is dropped and counted as `retained`.
+
+Frames waiting for the same destination are batched into one envelope (envelope.py), so
+one signature covers many consensus messages.  The broker is trusted for nothing but
+delivery: a receiver checks every envelope's signature, sender, addressee, age and sequence
+number, and counts what it refuses in `stats.rejected`.
 
 The connection is kept up with exponential backoff; frames queued while the broker is away
 are sent after the reconnection (what was in flight is lost, like a dropped TCP connection:
@@ -103,7 +108,10 @@ class MqttTransport:
         self._client_id = f"{link.prefix.replace('/', '-')}-{me}-{os.urandom(4).hex()}"
 
     def topic(self, to: str) -> str:
-        return f"{self.link.prefix}/all" if to == BROADCAST else f"{self.link.prefix}/inbox/{to}"
+        """Where this node publishes what it sends `to` (a peer, or BROADCAST)."""
+        if to == BROADCAST:
+            return f"{self.link.prefix}/all/{self.me}"
+        return f"{self.link.prefix}/inbox/{to}/{self.me}"
 
     # ----------------------------------------------------------------- public API
 
@@ -209,13 +217,20 @@ class MqttTransport:
         return client
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        inbox, everyone = self.topic(self.me), self.topic(BROADCAST)
+        inbox, everyone = f"{self.link.prefix}/inbox/{self.me}/+", f"{self.link.prefix}/all/+"
         if self._protocol is aiomqtt.ProtocolVersion.V5:
-            await client.subscribe(inbox, options=SubscribeOptions(qos=1))
-            await client.subscribe(everyone, options=SubscribeOptions(qos=1, noLocal=True))
+            granted = [
+                await client.subscribe(inbox, options=SubscribeOptions(qos=1)),
+                await client.subscribe(everyone, options=SubscribeOptions(qos=1, noLocal=True)),
+            ]
         else:  # 3.1.1 echoes our broadcasts back: _read skips them
-            await client.subscribe(inbox, qos=1)
-            await client.subscribe(everyone, qos=1)
+            granted = [
+                await client.subscribe(inbox, qos=1),
+                await client.subscribe(everyone, qos=1),
+            ]
+        for topic, codes in zip((inbox, everyone), granted, strict=True):
+            if any(getattr(c, "value", c) >= 0x80 for c in codes):
+                log.error("%s: the broker refused the subscription to %s", self.me, topic)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Read and publish until either side fails; that failure ends the connection."""
@@ -234,6 +249,9 @@ class MqttTransport:
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            if message.retain:  # not from a live sender: left on the broker for whoever comes
+                self._reject("retained", f"retained message on {message.topic}")
+                continue
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 self._reject("garbage", "not bytes")

@@ -97,27 +97,50 @@ def check(cfg: ClusterConfig) -> dict[str, Any]:
     return report
 
 
+async def test_the_spawned_broker_lets_no_stranger_in(cluster: ClusterConfig) -> None:
+    cfg = cluster
+    where = broker.address(cfg)
+    with pytest.raises(aiomqtt.MqttError):  # no user name: refused at CONNECT
+        async with aiomqtt.Client(where.host, where.port, timeout=5):
+            pass
+    with pytest.raises(aiomqtt.MqttError):  # a member's name, not its password
+        async with aiomqtt.Client(where.host, where.port, username="n1", password="n0", timeout=5):
+            pass
+    assert broker.credentials(cfg, "n1")[0] == "n1"
+
+
 async def test_a_rogue_client_changes_nothing_and_is_counted(cluster: ClusterConfig) -> None:
+    """The rogue holds n1's broker password (a member's machine, compromised): the broker lets
+    it read only what n1 may read and publish only as n1; the signatures do the rest."""
     cfg = cluster
     where = broker.address(cfg)
     prefix = cfg.topic_prefix
-    async with aiomqtt.Client(where.host, where.port) as rogue:
+    user, password = broker.credentials(cfg, "n1")
+    async with aiomqtt.Client(where.host, where.port, username=user, password=password) as rogue:
         await rogue.subscribe(f"{prefix}/#", qos=1)
         await committed_everywhere(cfg, await transfers(cfg, 3))
-        captured = [m.payload async for m in _take(rogue, 5)]
+        messages = [m async for m in _take(rogue, 5)]
+        # Broadcasts and n1's inbox only: nobody else's inbox, though subscribed to everything.
+        assert all(
+            str(m.topic).startswith((f"{prefix}/all/", f"{prefix}/inbox/n1/")) for m in messages
+        )
+        captured = [m.payload for m in messages]
         before = {n: await call(cfg, n, "status") for n in cfg.node_ids()}
         members = cfg.node_ids()
+        mine = f"{prefix}/all/n1"  # the one broadcast topic n1's password may publish to
         for payload in captured:
             assert isinstance(payload, bytes)
             env = Envelope.decode(payload)
-            await rogue.publish(f"{prefix}/all", payload, qos=1)  # replayed to everyone
+            await rogue.publish(mine, payload, qos=1)  # replayed to everyone
             forged = replace(env, seq=env.seq + 10**6, frames=(b"\x13forged",), to=BROADCAST)
-            await rogue.publish(f"{prefix}/all", forged.encode(), qos=1)
-        impostor = Sealer(load_genesis(cfg).chain_id, "n0", KeyPair(b"\x01" * 32), 1)
+            await rogue.publish(mine, forged.encode(), qos=1)
+        chain = load_genesis(cfg).chain_id
         for node in members:
-            await rogue.publish(f"{prefix}/inbox/{node}", os.urandom(64), qos=1)
+            await rogue.publish(mine, os.urandom(64), qos=1)
+            sender = next(m for m in members if m != node)  # an impostor of another member
+            impostor = Sealer(chain, sender, KeyPair(b"\x01" * 32), 1)
             junk = impostor.seal(node, [b"\x13junk"], int(time.time() * 1000))
-            await rogue.publish(f"{prefix}/inbox/{node}", junk, qos=1)
+            await rogue.publish(mine, junk, qos=1)
 
     async def counted() -> dict[str, dict[str, int]] | None:
         errors = {n: (await call(cfg, n, "status"))["errors"] for n in members}

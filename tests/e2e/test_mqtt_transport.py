@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from node.cluster.tlscerts import _self_signed_ca, _write_pair, client_context, 
 from node.faults.network import FaultyTransport, NetworkRules
 from node.faults.spec import FaultSpec
 from node.transport.envelope import Envelope, Opener, Sealer
-from node.transport.mqtt import MqttLink, MqttTransport
+from node.transport.mqtt import MqttLink, MqttTransport, now_ms
 from tests.helpers.mosquitto import Broker, running_broker
 from tests.helpers.wait import wait_for
 
@@ -66,10 +66,16 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def nodes(
-    port: int, ports: dict[str, int] | None = None, **link: object
+    port: int,
+    ports: dict[str, int] | None = None,
+    own: dict[str, dict[str, object]] | None = None,
+    **link: object,
 ) -> AsyncIterator[dict[str, Node]]:
-    """The transports of IDS, connected; `ports` sends some nodes to another port."""
-    cluster = {me: Node(me, (ports or {}).get(me, port), **link) for me in IDS}
+    """The transports of IDS, connected; `ports` sends some nodes to another port, `own`
+    gives each node its own link settings (credentials, TLS)."""
+    cluster = {
+        me: Node(me, (ports or {}).get(me, port), **link, **(own or {}).get(me, {})) for me in IDS
+    }
     for n in cluster.values():
         await n.t.start(n.on_frame)
     try:
@@ -155,13 +161,13 @@ async def test_a_rogue_client_changes_nothing_and_is_counted(mosquitto: Broker) 
             captured = (await anext(rogue.messages)).payload
             assert isinstance(captured, bytes)
             env = Envelope.decode(captured)
-            inbox = f"{PREFIX}/inbox/n1"
+            inbox = f"{PREFIX}/inbox/n1/n0"
             await rogue.publish(inbox, b"garbage", qos=1)
-            await rogue.publish(f"{PREFIX}/all", b"\x28\x90", qos=1)
+            await rogue.publish(f"{PREFIX}/all/n0", b"\x28\x90", qos=1)
             await rogue.publish(inbox, captured, qos=1)  # replayed
             forged = replace(env, seq=env.seq + 1, frames=(b"forged",))  # a seq not yet seen
             await rogue.publish(inbox, forged.encode(), qos=1)
-            await rogue.publish(f"{PREFIX}/inbox/n2", captured, qos=1)  # redirected
+            await rogue.publish(f"{PREFIX}/inbox/n2/n0", captured, qos=1)  # redirected
             other = Sealer("another-chain", "n0", KEYS["n0"], 1).seal("n1", [b"x"], env.sent_ms)
             await rogue.publish(inbox, other, qos=1)
         async with asyncio.timeout(5):
@@ -241,12 +247,22 @@ async def _connects(port: int, timeout: float = 5, **kw: object) -> bool:
 
 
 async def test_with_tls_only_clients_with_a_cluster_certificate_connect(tmp_path: Path) -> None:
-    cfg = load_config(spawn_config(tmp_path, tls=True))
+    cfg = load_config(spawn_config(tmp_path, tls=True, prefix=PREFIX))
     assert spawned.start(cfg) is not None
     try:
         port = spawned.address(cfg).port
         ca, cert, key = cfg.tls_paths("n0")
         assert await _connects(port, tls_context=client_context(ca, cert, key))
+        # Members, each with its own certificate (its name the broker's user name for the
+        # ACL), reach each other.
+        own: dict[str, dict[str, object]] = {
+            n: {"tls": client_context(*cfg.tls_paths(n))} for n in IDS
+        }
+        async with nodes(port, own=own) as c:
+            c["n0"].t.send("n1", b"to n1")
+            c["n2"].t.broadcast(b"to all")
+            await c["n1"].until(2)
+            await c["n0"].until(1)
         # No client certificate at all.
         assert not await _connects(port, 1, tls_context=client_context(ca, None, None))
         # A certificate from another CA, even one with a member's name.
@@ -315,3 +331,113 @@ async def test_network_faults_apply_to_mqtt_as_to_tcp(mosquitto: Broker) -> None
         await c["n1"].until(2)
         await c["n2"].until(2)
         assert c["n2"].got[-1] == ("n0", b"healed")
+
+
+# -- who the spawned broker lets in, and what it lets each client do ---------------------------
+
+
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+async def test_the_spawned_broker_admits_only_members_each_under_its_own_topics(
+    tmp_path: Path, protocol: str
+) -> None:
+    cfg = load_config(spawn_config(tmp_path, prefix=PREFIX))
+    spawned.start(cfg)
+    try:
+        port = spawned.address(cfg).port
+        users = {n: spawned.credentials(cfg, n) for n in IDS}
+        assert users["n1"][0] == "n1" and users["n1"][1] != users["n0"][1]
+        for n in cfg.node_ids():
+            assert spawned.password_path(cfg, n).stat().st_mode & 0o777 == 0o600
+        assert not await _connects(port)  # anonymous
+        assert not await _connects(port, username="n1", password="guess")
+        assert not await _connects(port, username="n1", password=users["n0"][1])
+        own: dict[str, dict[str, object]] = {
+            n: {"username": user, "password": password} for n, (user, password) in users.items()
+        }
+        async with nodes(port, own=own, protocol=protocol) as c:
+            # The members' own topics work, unicast and broadcast.
+            c["n0"].t.send("n1", b"to n1")
+            c["n0"].t.broadcast(b"to all")
+            await c["n1"].until(2)
+            await c["n2"].until(1)
+            assert c["n2"].got == [("n0", b"to all")]
+            v5 = protocol == "auto"
+            n1_user, n1_password = users["n1"]
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                port,
+                username=n1_user,
+                password=n1_password,
+                protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            ) as spy:
+                # n1's password reads nothing of n0's inbox, even subscribed to everything.
+                await spy.subscribe("#", qos=1)
+                await spy.subscribe(f"{PREFIX}/inbox/n0/+", qos=1)
+                c["n2"].t.send("n0", b"for n0 only")
+                c["n2"].t.broadcast(b"for everyone")
+                await c["n0"].until(1)
+                first = await anext(_messages(spy))
+                assert str(first.topic) == f"{PREFIX}/all/n2"  # the unicast never came
+                # Nor may it publish as n0, or into n0's inbox as anyone but n1.
+                for topic in (f"{PREFIX}/all/n0", f"{PREFIX}/inbox/n2/n0", f"{PREFIX}/inbox/n0/n2"):
+                    await spy.publish(topic, b"not n1's topic", qos=1)
+                await spy.publish(f"{PREFIX}/all/n1", b"n1's own topic", qos=1)  # allowed
+            # That last message reached everyone and came after the others: had the broker let
+            # any of those through, n0 or n2 would have counted it first.
+            for n in IDS:
+                await wait_for(counts(c[n], {"garbage": 1}), f"{n} to count")
+            await asyncio.sleep(0.2)
+            assert c["n0"].got == [("n2", b"for n0 only"), ("n2", b"for everyone")]
+            assert c["n0"].t.stats.frames_received == 2
+            assert all(c[n].t.stats.rejected == {"garbage": 1} for n in IDS)
+    finally:
+        spawned.stop(cfg)
+
+
+def counts(node: Node, rejected: dict[str, int]) -> Callable[[], bool]:
+    return lambda: node.t.stats.rejected == rejected
+
+
+async def _messages(client: aiomqtt.Client, timeout: float = 10) -> AsyncIterator[aiomqtt.Message]:
+    async with asyncio.timeout(timeout):
+        async for message in client.messages:
+            yield message
+
+
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+async def test_a_retained_message_is_dropped_and_counted(mosquitto: Broker, protocol: str) -> None:
+    """A broker that keeps retained messages hands them to every new subscriber: a genuine,
+    fresh envelope left there must not reach a node that subscribes later."""
+    left = Sealer(CHAIN, "n0", KEYS["n0"], epoch=1).seal("n1", [b"left behind"], now_ms())
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as stranger:
+        await stranger.publish(f"{PREFIX}/inbox/n1/n0", left, qos=1, retain=True)
+        await stranger.publish(f"{PREFIX}/all/n2", b"junk", qos=1, retain=True)
+    async with nodes(mosquitto.port, protocol=protocol) as c:
+        await wait_for(lambda: c["n1"].t.stats.rejected == {"retained": 2}, "n1 to count both")
+        for n in ("n0", "n2"):  # the retained broadcast; a retained message is anyone's
+            await wait_for(counts(c[n], {"retained": 1}), f"{n} to count")
+        c["n0"].t.send("n1", b"live")
+        await c["n1"].until(1)
+        assert c["n1"].got == [("n0", b"live")]  # not the retained one
+        assert c["n0"].got == c["n2"].got == []
+
+
+async def test_anonymous_true_lets_anyone_in_but_no_message_is_retained(tmp_path: Path) -> None:
+    cfg = load_config(spawn_config(tmp_path, prefix=PREFIX, anonymous=True))
+    spawned.start(cfg)
+    try:
+        port = spawned.address(cfg).port
+        assert spawned.credentials(cfg, "n0") == (None, None)
+        assert await _connects(port)
+        left = Sealer(CHAIN, "n0", KEYS["n0"], epoch=1).seal("n1", [b"left behind"], now_ms())
+        async with aiomqtt.Client("127.0.0.1", port) as stranger:
+            with contextlib.suppress(aiomqtt.MqttError):  # the broker hangs up on it
+                await stranger.publish(f"{PREFIX}/inbox/n1/n0", left, qos=1, retain=True, timeout=1)
+        async with nodes(port) as c:
+            c["n0"].t.send("n1", b"live")
+            await c["n1"].until(1)
+            await asyncio.sleep(0.2)
+            assert c["n1"].got == [("n0", b"live")]
+            assert c["n1"].t.stats.rejected == {}  # the broker kept nothing to hand over
+    finally:
+        spawned.stop(cfg)
