@@ -1,9 +1,9 @@
 """cluster.toml: the description of a local cluster, and where its files live.
 
 Each table has one typed schema with its defaults and rules: `[cluster]` is ClusterSection,
-`[[node]]` NodeSpec, `[mqtt]` MqttSettings, and `[pbft]` and `[pow]` are the consensus
-package's own PbftParams and PowParams.  `load_config` checks every value before anything
-uses it; a broken rule is one line, `cluster.toml: [pbft] window = 0: must be >= 1`.
+`[[node]]` NodeSpec, `[mqtt]` MqttSettings, `[rpc]` RpcSettings, and `[pbft]` and `[pow]` are
+the consensus package's own PbftParams and PowParams.  `load_config` checks every value before
+anything uses it; a broken rule is one line, `cluster.toml: [pbft] window = 0: must be >= 1`.
 """
 
 from __future__ import annotations
@@ -113,6 +113,20 @@ class MqttSettings:
         return self.broker == "spawn"
 
 
+@dataclass(frozen=True, kw_only=True)
+class RpcSettings:
+    """[rpc]: limits of each node's JSON-RPC server."""
+
+    # open connections at once; more are answered 503 and closed (kept below the fd limit)
+    max_connections: int = field(default=256, metadata=rule(min=1))
+    # a connection that sends no complete request (or body) for this long is closed
+    idle_timeout_s: float = field(default=15.0, metadata=rule(min=0.1))
+    max_batch: int = field(default=1000, metadata=rule(min=1))  # calls in one batch
+
+    def __post_init__(self) -> None:
+        check(self, RpcSettings)
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     path: Path
@@ -128,6 +142,7 @@ class ClusterConfig:
     pbft: PbftParams = field(default_factory=PbftParams)
     pow: PowParams = field(default_factory=PowParams)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    rpc: RpcSettings = field(default_factory=RpcSettings)
     faults: tuple[FaultSpec, ...] = ()
 
     def node(self, node_id: str) -> NodeSpec:
@@ -213,7 +228,7 @@ def load_config(path: str | Path) -> ClusterConfig:
 
 
 # the tables of cluster.toml, as the README lists them
-SECTIONS = ("cluster", "pbft", "pow", "mqtt", "node", "genesis", "fault")
+SECTIONS = ("cluster", "pbft", "pow", "mqtt", "rpc", "node", "genesis", "fault")
 S = TypeVar("S")
 
 
@@ -245,6 +260,7 @@ def _parse(path: Path, file: str, raw: dict[str, Any]) -> ClusterConfig:
         pbft=pbft,
         pow=pow_,
         mqtt=mqtt,
+        rpc=_section(file, "[rpc]", _table(file, "rpc", raw), RpcSettings),
         faults=_faults(file, raw.get("fault", []), {n.id for n in nodes}),
     )
 

@@ -39,12 +39,12 @@ def register(dispatcher: Dispatcher, node: NodeRuntime) -> None:
             "network": dict(faults.network.counts),
         }
 
-    for name, fn in [
-        ("fault_inject", fault_inject),
-        ("fault_heal", fault_heal),
-        ("fault_list", fault_list),
+    for name, fn, params in [
+        ("fault_inject", fault_inject, None),  # FaultSpec.from_dict refuses unknown names
+        ("fault_heal", fault_heal, ("id",)),
+        ("fault_list", fault_list, ()),
     ]:
-        dispatcher.register(name, fn, admin=True)
+        dispatcher.register(name, fn, admin=True, params=params)
 
 
 def _seconds(value: Any) -> float:

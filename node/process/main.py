@@ -27,11 +27,11 @@ from node.engines import chain_engines
 from node.faults.byzantine import Byzantine
 from node.faults.controller import FaultController
 from node.faults.network import FaultyTransport, NetworkRules
-from node.process import admin, methods
+from node.process import admin, limits, methods
 from node.process.factory import consensus_config, mines, open_replica
 from node.process.miner import Miner
 from node.process.runtime import NodeRuntime
-from node.rpc.jsonrpc import Dispatcher, make_app
+from node.rpc.jsonrpc import DISPATCHER, Dispatcher, make_app, start_site
 from node.transport.auth import KeyAuthenticator
 from node.transport.envelope import Opener, Sealer
 from node.transport.mqtt import MqttLink, MqttTransport
@@ -146,11 +146,21 @@ async def serve(cfg: ClusterConfig, node_id: str, twin: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    dispatcher = app[DISPATCHER]
+    dispatcher.max_batch = cfg.rpc.max_batch
     await runtime.start()
-    runner = web.AppRunner(app, access_log=None)
+    # keepalive_timeout closes a connection idle before, between or inside requests' headers;
+    # make_app applies the same timeout to a body, and a refused body lingers 1 s at most
+    idle = cfg.rpc.idle_timeout_s
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle, lingering_time=1.0)
     await runner.setup()
+    listener = None
     if not twin:  # a twin has no RPC: it is only a second voice for the member's key
-        await web.TCPSite(runner, spec.host, spec.rpc_port).start()
+        cap = limits.connection_cap(cfg.rpc.max_connections, limits.fd_limits())
+        if cap < cfg.rpc.max_connections:
+            log.warning("[rpc] max_connections lowered to %d by the fd limit", cap)
+        listener = await start_site(runner, spec.host, spec.rpc_port, dispatcher.http, cap)
+    flusher = asyncio.create_task(limits.flush_repeats_forever())
     peers = f"broker {cfg.topic_prefix}/" if cfg.transport == "mqtt" else f"peers on {spec.port}"
     log.info(
         "node %s up: chain %s height %d, %s, rpc on %d",
@@ -162,6 +172,9 @@ async def serve(cfg: ClusterConfig, node_id: str, twin: bool = False) -> None:
     )
     await stop.wait()
     log.info("node %s stopping", node_id)
+    flusher.cancel()
+    if listener is not None:
+        listener.close()
     await runner.cleanup()
     await runtime.stop()
 
@@ -182,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    limits.install_node_logging()  # the same line at most LOG_BURST times a minute
+    fds = limits.raise_fd_limit()
+    log.debug("file descriptors: soft limit %s, hard limit %s", fds.soft, fds.hard)
     try:
         asyncio.run(serve(load_config(args.config), args.node, args.twin))
     except ConfigError as e:

@@ -11,6 +11,7 @@ from typing import Any
 from ledger.crypto import ADDRESS_SIZE
 from ledger.errors import LedgerError, UnknownBlock, UnknownContract, UnknownTx
 from node.cluster.config import NodeSpec
+from node.process import limits
 from node.process.runtime import NodeRuntime, now_ms
 from node.process.views import account_view, block_view, contract_view, describe_vote, tx_view
 from node.rpc.errors import rpc_error
@@ -76,6 +77,7 @@ class LedgerMethods:
         }
 
     async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        http, fds = self.dispatcher.http, limits.fd_limits()
         return {
             "node_id": self.node.node_id,
             "chain_id": self.node.chain_id,
@@ -90,8 +92,12 @@ class LedgerMethods:
             "consensus": dict(self.replica.stats),
             "errors": dict(self.node.errors)
             | {f"rpc{k}": v for k, v in self.dispatcher.errors.items()}
+            | {f"rpc_{k}": v for k in ("aborted", "timed_out") if (v := getattr(http, k))}
             | {f"transport_{k}": v for k, v in self.node.transport.stats.rejected.items()},
             "transport": vars(self.node.transport.stats),
+            "rpc": http.view(),
+            "fds": {"limit": fds.soft, "hard_limit": fds.hard, "open": limits.fds_in_use()},
+            "log_lines_suppressed": limits.suppressed_lines(),
         }
 
     async def submit_tx(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -201,22 +207,23 @@ class LedgerMethods:
         return {"chain_id": self.node.chain_id, "raw": self.node.genesis.encode().hex()}
 
 
-METHODS = (
-    "status",
-    "submit_tx",
-    "get_block",
-    "get_tx",
-    "get_account",
-    "members",
-    "genesis",
-    "consensus_state",
-    "get_evidence",
-    "get_contract",
-    "block_hashes",
-)
+# each method and the names of the params it takes: a call naming any other is refused (-32602)
+METHODS: dict[str, tuple[str, ...]] = {
+    "status": (),
+    "submit_tx": ("tx", "wait"),
+    "get_block": ("height", "txs"),
+    "get_tx": ("tx_id",),
+    "get_account": ("address",),
+    "members": (),
+    "genesis": (),
+    "consensus_state": (),
+    "get_evidence": ("member",),
+    "get_contract": ("id",),
+    "block_hashes": ("first", "last"),
+}
 
 
 def register(dispatcher: Dispatcher, node: NodeRuntime, nodes: tuple[NodeSpec, ...]) -> None:
     methods = LedgerMethods(dispatcher, node, nodes)
-    for name in METHODS:
-        dispatcher.register(name, ledger_errors(getattr(methods, name)))
+    for name, params in METHODS.items():
+        dispatcher.register(name, ledger_errors(getattr(methods, name)), params=params)

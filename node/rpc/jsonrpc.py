@@ -1,22 +1,31 @@
 """Generic JSON-RPC 2.0 over HTTP (server side).
 
 The layer knows nothing about the ledger: the node builds a `Dispatcher`, registers its methods
-on it and serves it with `make_app`. Only by-name params (a JSON object) are supported.
+on it (each with the names of the params it takes) and serves it with `make_app` and
+`start_site`. Only by-name params (a JSON object) are supported.
+
+Under abuse the server degrades quietly: at most `max_connections` connections are open at once
+(the next ones get HTTP 503 and are closed), a connection that sends no complete request for
+`idle_timeout` seconds is closed, a client that goes away mid-request is counted and logged at
+debug level, and a batch holds at most `max_batch` calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast, overload
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 __all__ = [
+    "DISPATCHER",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
@@ -24,10 +33,12 @@ __all__ = [
     "PARSE_ERROR",
     "UNAUTHORIZED",
     "Dispatcher",
+    "HttpStats",
     "Method",
     "RpcError",
     "make_app",
     "param",
+    "start_site",
 ]
 
 log = logging.getLogger("tally.rpc")
@@ -136,6 +147,27 @@ def param(
 class _Entry:
     fn: Method
     admin: bool
+    params: frozenset[str] | None  # the names the method takes; None: not declared (any)
+
+
+@dataclass
+class HttpStats:
+    """The HTTP server's connection counters (reported by the node's `status`)."""
+
+    max_connections: int | None = None
+    open: int = 0  # connections open now
+    refused: int = 0  # answered 503: max_connections were open
+    aborted: int = 0  # the client went away before its request was read
+    timed_out: int = 0  # a request body that did not arrive within the idle timeout
+
+    def view(self) -> dict[str, int | None]:
+        return {
+            "connections_open": self.open,
+            "max_connections": self.max_connections,
+            "refused": self.refused,
+            "aborted": self.aborted,
+            "timed_out": self.timed_out,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,19 +185,25 @@ class Dispatcher:
     always refused (fail closed), so forgetting to configure a token never opens them.
     """
 
-    def __init__(self, *, admin_token: str | None = None) -> None:
+    def __init__(self, *, admin_token: str | None = None, max_batch: int | None = None) -> None:
         if admin_token == "":
             raise ValueError("admin_token must be non-empty (or None to disable admin methods)")
         self._admin_token = admin_token
         self._methods: dict[str, _Entry] = {}
         self.errors: Counter[int] = Counter()
+        self.max_batch = max_batch  # calls in one batch; None: no limit
+        self.http = HttpStats()
 
-    def register(self, name: str, fn: Method, *, admin: bool = False) -> None:
+    def register(
+        self, name: str, fn: Method, *, admin: bool = False, params: Iterable[str] | None = None
+    ) -> None:
+        """Serve `fn` as `name`.  With `params` (the names it takes), a call naming any other
+        param is refused with -32602 before `fn` runs."""
         if not name or name.startswith("rpc."):  # "rpc." is reserved by the JSON-RPC spec
             raise ValueError(f"invalid method name: {name!r}")
         if name in self._methods:
             raise ValueError(f"method already registered: {name!r}")
-        self._methods[name] = _Entry(fn, admin)
+        self._methods[name] = _Entry(fn, admin, None if params is None else frozenset(params))
 
     @property
     def methods(self) -> list[str]:
@@ -189,6 +227,9 @@ class Dispatcher:
     async def _handle_batch(self, batch: list[Any], headers: Mapping[str, str]) -> bytes | None:
         if not batch:
             return self.reject(RpcError(INVALID_REQUEST, "empty batch"))
+        if self.max_batch is not None and len(batch) > self.max_batch:
+            message = f"batch too large: {len(batch)} calls (at most {self.max_batch})"
+            return self.reject(RpcError(INVALID_REQUEST, message, {"max_batch": self.max_batch}))
         parts: list[bytes] = []
         # Sequential on purpose: a client batching "submit" then "query" sees its own write.
         for request in batch:
@@ -219,8 +260,14 @@ class Dispatcher:
             raise RpcError(
                 INVALID_PARAMS, "positional params are not supported; pass params as an object"
             )
+        params = call.params if call.params is not None else {}
+        if entry.params is not None and (unexpected := sorted(set(params) - entry.params)):
+            names = ", ".join(repr(n) for n in unexpected)
+            takes = ", ".join(sorted(entry.params)) or "none"
+            word = "param" if len(unexpected) == 1 else "params"
+            raise RpcError(INVALID_PARAMS, f"unexpected {word} {names} (takes: {takes})")
         try:
-            return await entry.fn(call.params if call.params is not None else {})
+            return await entry.fn(params)
         except RpcError:
             raise
         except Exception as exc:
@@ -285,9 +332,29 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _HugeInt:
+    """An integer literal too long to convert (Python's int_max_str_digits): valid JSON, so
+    not a parse error, but no valid id or param either (-32600 / -32602)."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<integer of {self.digits} digits>"
+
+
+def _parse_int(text: str) -> int | _HugeInt:
+    try:
+        return int(text)
+    except ValueError:
+        return _HugeInt(len(text))
+
+
 def _loads(body: bytes) -> Any:
     # Decode explicitly: json.loads(bytes) would silently accept UTF-16/32 as well.
-    return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    return json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_int=_parse_int)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -301,16 +368,38 @@ def _utf8(text: str) -> bytes:
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
-def make_app(dispatcher: Dispatcher, *, max_body: int = 8 << 20) -> web.Application:
-    """`POST /rpc` serves the dispatcher; `GET /health` answers `{"ok": true}`."""
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 
-    async def rpc(request: web.Request) -> web.Response:
+
+def make_app(
+    dispatcher: Dispatcher, *, max_body: int = 8 << 20, body_timeout: float | None = None
+) -> web.Application:
+    """`POST /rpc` serves the dispatcher; `GET /health` answers `{"ok": true}`.  A body that
+    has not arrived `body_timeout` seconds after its headers (by default: the server's
+    keepalive_timeout, the idle timeout of its connections) is answered 408 and closed."""
+
+    async def rpc(request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > max_body:
             return _too_large(dispatcher)
         try:
-            body = await request.read()  # enforces client_max_size for chunked bodies too
+            timeout = request.protocol.keepalive_timeout if body_timeout is None else body_timeout
+            async with asyncio.timeout(timeout):
+                body = await request.read()  # enforces client_max_size for chunked bodies too
         except web.HTTPRequestEntityTooLarge:
             return _too_large(dispatcher)
+        except TimeoutError:
+            dispatcher.http.timed_out += 1
+            log.debug("rpc request body from %s timed out", request.remote)
+            response = web.Response(status=408, text="request body timed out\n")
+            response.force_close()
+            return response
+        except (ConnectionError, RequestPayloadError) as exc:
+            # A client that goes away mid-request is normal: counted, never a traceback.
+            dispatcher.http.aborted += 1
+            log.debug("rpc client %s went away mid-request: %s", request.remote, exc)
+            response = web.Response(status=400)
+            response.force_close()
+            return response
         answer = await dispatcher.handle(body, request.headers)
         if answer is None:
             return web.Response(status=204)
@@ -320,6 +409,7 @@ def make_app(dispatcher: Dispatcher, *, max_body: int = 8 << 20) -> web.Applicat
         return web.json_response({"ok": True})
 
     app = web.Application(client_max_size=max_body)
+    app[DISPATCHER] = dispatcher
     app.router.add_post("/rpc", rpc)
     app.router.add_get("/health", health)
     return app
@@ -328,3 +418,75 @@ def make_app(dispatcher: Dispatcher, *, max_body: int = 8 << 20) -> web.Applicat
 def _too_large(dispatcher: Dispatcher) -> web.Response:
     body = dispatcher.reject(RpcError(INVALID_REQUEST, "request too large"))
     return web.Response(status=413, body=body, content_type="application/json")
+
+
+# --- the listener: a cap on open connections ------------------------------------------------------
+
+_BUSY = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "error": {"code": -32000, "message": "server busy: too many connections"},
+        "id": None,
+    }
+).encode()
+_BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY)
+)
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection beyond the cap: answered 503 at once and closed, without reading it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_BUSY_RESPONSE)
+        transport.close()
+
+
+class _Counted(asyncio.Protocol):
+    """One of aiohttp's request handlers, counted while its connection is open."""
+
+    def __init__(self, inner: asyncio.Protocol, stats: HttpStats) -> None:
+        self._inner, self._stats = inner, stats
+        stats.open += 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stats.open -= 1
+        self._inner.connection_lost(exc)
+
+
+async def start_site(
+    runner: web.AppRunner, host: str, port: int, stats: HttpStats, max_connections: int
+) -> asyncio.Server:
+    """Listen on host:port for `runner` (already set up), with at most `max_connections`
+    connections open at once; each one more is answered 503 and closed (`stats.refused`)."""
+    server = runner.server
+    assert server is not None, "runner.setup() first"
+    stats.max_connections = max_connections
+
+    def protocol() -> asyncio.Protocol:
+        if stats.open >= max_connections:
+            if not stats.refused:
+                log.warning("rpc: %d connections open (max_connections): refusing more", stats.open)
+            stats.refused += 1
+            return _Refuse()
+        return _Counted(server(), stats)
+
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(protocol, host, port, reuse_address=True)

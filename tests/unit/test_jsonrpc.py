@@ -8,12 +8,15 @@ import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from node.process import limits
+from node.rpc import jsonrpc
 from node.rpc.client import RpcClient, RpcUnavailable, call_sync
 from node.rpc.jsonrpc import (
     INTERNAL_ERROR,
@@ -27,6 +30,7 @@ from node.rpc.jsonrpc import (
     make_app,
     param,
 )
+from tests.helpers.wait import wait_for
 
 TOKEN = "s3cret-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -604,3 +608,193 @@ def test_call_sync(threaded_url: str) -> None:
 def test_call_sync_unreachable() -> None:
     with pytest.raises(RpcUnavailable):
         call_sync(f"http://127.0.0.1:{free_port()}", "add", timeout=2.0, a=1, b=1)
+
+
+# --- declared params, batch cap, oversized numbers (issue 15 finding 6) ------------------------
+
+
+async def test_a_param_the_method_does_not_declare_is_named_and_refused() -> None:
+    d = Dispatcher()
+    ran: list[Any] = []
+
+    async def get(p: dict[str, Any]) -> int:
+        ran.append(p)
+        return param(p, "height", int)
+
+    async def status(p: dict[str, Any]) -> str:
+        ran.append(p)
+        return "ok"
+
+    d.register("get", get, params=("height", "txs"))
+    d.register("status", status, params=())
+    assert (await ask(d, req("get", {"height": 1, "txs": "ids"})))["result"] == 1
+    bad = await ask(d, req("get", {"height": 1, "zzz": 2}))
+    assert error_code(bad) == INVALID_PARAMS and "'zzz'" in bad["error"]["message"]
+    assert "height, txs" in bad["error"]["message"]  # and what it does take
+    bad = await ask(d, req("status", {"bogus": 1}))
+    assert error_code(bad) == INVALID_PARAMS and "'bogus'" in bad["error"]["message"]
+    assert len(ran) == 1  # refused before the method ran
+    assert d.errors[INVALID_PARAMS] == 2
+
+
+async def test_a_batch_above_max_batch_is_refused_as_a_whole() -> None:
+    d, seen = build_dispatcher()
+    d.max_batch = 3
+    ok = await ask(d, [note("record", {"x": i}) for i in range(2)] + [req("add", {"a": 1, "b": 2})])
+    assert ok == [{"jsonrpc": "2.0", "result": 3, "id": 1}] and seen == [0, 1]
+    big = await ask(d, [note("record", {"x": i}) for i in range(4)])
+    assert error_code(big) == INVALID_REQUEST and big["id"] is None
+    assert "batch too large: 4 calls (at most 3)" in big["error"]["message"]
+    assert big["error"]["data"] == {"max_batch": 3} and seen == [0, 1]  # none of it ran
+    assert Dispatcher(max_batch=5).max_batch == 5 and Dispatcher().max_batch is None
+
+
+async def test_an_integer_too_long_to_convert_is_an_invalid_request_not_a_parse_error(
+    dispatcher: Dispatcher,
+) -> None:
+    digits = "9" * 5000
+    body = f'{{"jsonrpc": "2.0", "method": "add", "id": {digits}}}'.encode()
+    answer = await ask(dispatcher, body)
+    assert error_code(answer) == INVALID_REQUEST and answer["id"] is None
+    call = f'{{"jsonrpc": "2.0", "method": "add", "params": {{"a": {digits}, "b": 1}}, "id": 7}}'
+    answer = await ask(dispatcher, call.encode())
+    assert error_code(answer) == INVALID_PARAMS and answer["id"] == 7
+    assert "'a'" in answer["error"]["message"]
+
+
+# --- the HTTP server under abuse (issue 15 findings 3, 4, 5) -----------------------------------
+
+
+@asynccontextmanager
+async def listening(d: Dispatcher, max_connections: int = 100, **runner: Any) -> AsyncIterator[int]:
+    """`d` served as the node serves it (AppRunner and start_site); yields the port."""
+    app_runner = web.AppRunner(make_app(d), access_log=None, **runner)
+    await app_runner.setup()
+    listener = await jsonrpc.start_site(app_runner, "127.0.0.1", 0, d.http, max_connections)
+    try:
+        yield listener.sockets[0].getsockname()[1]
+    finally:
+        listener.close()
+        await app_runner.cleanup()
+
+
+async def test_a_client_that_goes_away_mid_body_is_counted_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    d, _ = build_dispatcher()
+    async with listening(d) as port:
+        for _ in range(3):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+            writer.write(head.encode() + b'{"jsonrpc"')
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+        await wait_for(lambda: d.http.aborted == 3, "3 aborted requests counted", interval=0.02)
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_connections_beyond_max_connections_get_503_and_are_closed() -> None:
+    d, _ = build_dispatcher()
+    async with listening(d, max_connections=3) as port:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        refused = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for reader, _writer in refused:
+            answer = await asyncio.wait_for(reader.read(), 10)
+            assert answer.startswith(b"HTTP/1.1 503 ")
+            assert b"too many connections" in answer
+        assert d.http.refused == 2 and d.http.open == 3
+        for _reader, writer in held + refused:
+            writer.close()
+        await wait_for(lambda: d.http.open == 0, "the held connections closed", interval=0.02)
+        async with RpcClient(f"http://127.0.0.1:{port}/rpc") as client:
+            assert await client.call("add", a=1, b=2) == 3  # below the cap again
+        assert d.http.view()["max_connections"] == 3
+
+
+async def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() -> None:
+    d, _ = build_dispatcher()
+    async with listening(d, keepalive_timeout=0.3, lingering_time=0.1) as port:
+        silent = await asyncio.open_connection("127.0.0.1", port)
+        half = await asyncio.open_connection("127.0.0.1", port)
+        half[1].write(b"POST /rpc HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        body = await asyncio.open_connection("127.0.0.1", port)
+        body[1].write(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+        assert await asyncio.wait_for(silent[0].read(), 30) == b""  # closed by the server
+        assert await asyncio.wait_for(half[0].read(), 30) == b""
+        status = await asyncio.wait_for(body[0].readline(), 30)  # then it lingers, and closes
+        assert status.startswith(b"HTTP/1.1 408 ")
+        assert d.http.timed_out == 1
+        for _reader, writer in (silent, half, body):
+            writer.close()
+
+
+# --- the node's log: the same line at most N times per interval (issue 15 finding 3) ----------
+
+
+def flood_logger(burst: int, interval_s: float) -> tuple[logging.Logger, list[str], list[float]]:
+    """A logger with one handler that collects messages, behind a RepeatFilter on a fake clock."""
+    now = [0.0]
+    logger = logging.getLogger(f"test.flood.{burst}.{interval_s}.{id(now)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Collect()
+    logger.addHandler(handler)
+    repeat = limits.RepeatFilter(handler.handle, burst=burst, interval_s=interval_s)
+    repeat.clock = lambda: now[0]
+    handler.addFilter(repeat)
+    return logger, seen, now
+
+
+def test_a_repeated_log_line_is_let_through_burst_times_then_summarised() -> None:
+    logger, seen, now = flood_logger(burst=3, interval_s=60)
+    for i in range(1000):
+        try:
+            raise OSError(24, "Too many open files")
+        except OSError:
+            logger.exception("socket.accept() out of system resource\nsocket: %d", i)
+        logger.info("other line")
+    assert seen.count("other line") == 3
+    assert len([m for m in seen if m.startswith("socket.accept()")]) == 3
+    now[0] = 61.0
+    logger.error("socket.accept() out of system resource\nsocket: %d", 1001)
+    summary = [m for m in seen if "repeated" in m]
+    assert summary == [
+        "socket.accept() out of system resource: repeated 997 more times in the last 60 s"
+        " (suppressed)"
+    ]
+    assert seen[-1].startswith("socket.accept()") and "repeated" not in seen[-1]  # a new window
+
+
+def test_the_repeat_summaries_are_flushed_when_the_flood_stops() -> None:
+    logger, seen, now = flood_logger(burst=1, interval_s=10)
+    handler = logger.handlers[0]
+    repeat = next(f for f in handler.filters if isinstance(f, limits.RepeatFilter))
+    for _ in range(5):
+        logger.warning("flood")
+    repeat.flush()  # the interval is not over: nothing yet
+    assert seen == ["flood"] and repeat.suppressed == 4
+    now[0] = 10.0
+    repeat.flush()
+    assert seen == ["flood", "flood: repeated 4 more times in the last 10 s (suppressed)"]
+    repeat.flush()
+    assert len(seen) == 2
+
+
+def test_the_fd_limit_is_raised_only_within_the_hard_limit() -> None:
+    fds = limits.raise_fd_limit(target=1)  # never lowers it
+    assert fds == limits.fd_limits()
+    assert fds.soft is None or fds.soft >= 1
+    in_use = limits.fds_in_use()
+    assert in_use is None or in_use > 2
+    assert limits.connection_cap(10_000, limits.FdLimits(1024, 4096)) == 1024 - limits.FD_RESERVE
+    assert limits.connection_cap(100, limits.FdLimits(1024, 4096)) == 100
+    assert limits.connection_cap(100, limits.FdLimits(None, None)) == 100
+    assert limits.connection_cap(100, limits.FdLimits(20, 20)) == 10
