@@ -179,7 +179,10 @@ def fds_in_use() -> int | None:
     return None
 
 
-FD_RESERVE = 64  # descriptors kept for the store, peers, the broker and the logs
+# asyncio accepts up to `backlog` connections at a time before any is refused and closed
+ACCEPT_BACKLOG = 64
+# descriptors kept for the store, peers, the broker, the logs and one burst of accepts
+FD_RESERVE = 64 + ACCEPT_BACKLOG
 
 
 def connection_cap(max_connections: int, limits: FdLimits) -> int:

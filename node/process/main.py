@@ -159,7 +159,9 @@ async def serve(cfg: ClusterConfig, node_id: str, twin: bool = False) -> None:
         cap = limits.connection_cap(cfg.rpc.max_connections, limits.fd_limits())
         if cap < cfg.rpc.max_connections:
             log.warning("[rpc] max_connections lowered to %d by the fd limit", cap)
-        listener = await start_site(runner, spec.host, spec.rpc_port, dispatcher.http, cap)
+        listener = await start_site(
+            runner, spec.host, spec.rpc_port, dispatcher.http, cap, limits.ACCEPT_BACKLOG
+        )
     flusher = asyncio.create_task(limits.flush_repeats_forever())
     peers = f"broker {cfg.topic_prefix}/" if cfg.transport == "mqtt" else f"peers on {spec.port}"
     log.info(

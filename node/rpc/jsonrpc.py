@@ -472,10 +472,17 @@ class _Counted(asyncio.Protocol):
 
 
 async def start_site(
-    runner: web.AppRunner, host: str, port: int, stats: HttpStats, max_connections: int
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    stats: HttpStats,
+    max_connections: int,
+    backlog: int = 100,
 ) -> asyncio.Server:
     """Listen on host:port for `runner` (already set up), with at most `max_connections`
-    connections open at once; each one more is answered 503 and closed (`stats.refused`)."""
+    connections open at once; each one more is answered 503 and closed (`stats.refused`).
+    asyncio accepts up to `backlog` connections in one go, so that many descriptors may be
+    in use beyond `max_connections` for a moment."""
     server = runner.server
     assert server is not None, "runner.setup() first"
     stats.max_connections = max_connections
@@ -489,4 +496,4 @@ async def start_site(
         return _Counted(server(), stats)
 
     loop = asyncio.get_running_loop()
-    return await loop.create_server(protocol, host, port, reuse_address=True)
+    return await loop.create_server(protocol, host, port, reuse_address=True, backlog=backlog)
