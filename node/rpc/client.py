@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from node.rpc.jsonrpc import INTERNAL_ERROR, RpcError
+from node.rpc.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 
 __all__ = ["RpcClient", "RpcError", "RpcUnavailable", "call_sync"]
 
@@ -34,6 +34,8 @@ class RpcClient:
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
         self._ids = itertools.count(1)
+        # the most calls the node takes in one batch, once it has said so (-32600, max_batch)
+        self.max_batch: int | None = None
         # Created lazily: an aiohttp session must be created inside the running event loop.
         self._session: aiohttp.ClientSession | None = None
 
@@ -66,10 +68,28 @@ class RpcClient:
     async def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any | RpcError]:
         """Send `calls` as one batch; results come back in call order, errors as RpcError values.
 
-        Raises RpcError only if the node rejects the batch as a whole (e.g. it is too large).
+        A node that takes fewer calls per batch says how many (`data.max_batch`); the calls
+        are then sent in that many batches, one after the other, in order.  Raises RpcError
+        only if the node rejects a batch as a whole for another reason.
         """
         if not calls:
             return []  # the protocol has no empty batch; the server would answer -32600
+        results: list[Any | RpcError] = []
+        while len(results) < len(calls):
+            size = self.max_batch or len(calls)
+            chunk = calls[len(results) : len(results) + size]
+            try:
+                results += await self._batch(chunk)
+            except RpcError as e:
+                limit = e.data.get("max_batch") if isinstance(e.data, dict) else None
+                if e.code != INVALID_REQUEST or not isinstance(limit, int):
+                    raise
+                if not 0 < limit < len(chunk):
+                    raise
+                self.max_batch = limit
+        return results
+
+    async def _batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any | RpcError]:
         ids = [next(self._ids) for _ in calls]
         requests = [
             {"jsonrpc": "2.0", "method": method, "params": params, "id": id_}

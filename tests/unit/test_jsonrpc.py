@@ -798,3 +798,17 @@ def test_the_fd_limit_is_raised_only_within_the_hard_limit() -> None:
     assert limits.connection_cap(100, limits.FdLimits(1024, 4096)) == 100
     assert limits.connection_cap(100, limits.FdLimits(None, None)) == 100
     assert limits.connection_cap(100, limits.FdLimits(20, 20)) == 10
+
+
+async def test_the_client_splits_a_batch_to_the_max_batch_the_node_names() -> None:
+    d, _ = build_dispatcher()
+    d.max_batch = 4
+    async with TestServer(make_app(d)) as srv, RpcClient(str(srv.make_url("/rpc"))) as client:
+        calls = [("echo", {"x": i}) for i in range(10)] + [("fail", {})]
+        results = await client.batch(calls)
+        assert results[:10] == [{"x": i} for i in range(10)]  # in order, across 3 batches
+        assert isinstance(results[10], RpcError) and results[10].code == -32010
+        assert client.max_batch == 4
+        assert d.errors[INVALID_REQUEST] == 1  # learnt once
+        assert await client.batch(calls[:6]) == [{"x": i} for i in range(6)]
+        assert d.errors[INVALID_REQUEST] == 1
