@@ -78,6 +78,10 @@ class TcpTransport:
         self._dial_tasks: list[asyncio.Task[None]] = []
         self._conn_tasks: set[asyncio.Task[object]] = set()
         self._inbound: dict[str, asyncio.StreamWriter] = {}
+        # Set when a peer proves itself on an inbound connection: it is back, so its dial loop
+        # stops backing off and dials now (a restarted peer hears from us at once, not up to
+        # BACKOFF_CAP later).
+        self._peer_back: dict[str, asyncio.Event] = {pid: asyncio.Event() for pid in self._peers}
         self._closing = False
 
     # ----------------------------------------------------------------- public API
@@ -191,6 +195,8 @@ class TcpTransport:
             old.close()  # the peer reconnected; its old connection is dead or about to be
         self._inbound[peer_id] = writer
         log.info("%s: inbound from %s at %s", self.me, peer_id, addr)
+        if peer_id in self._peer_back:
+            self._peer_back[peer_id].set()
         try:
             await self._read_frames(peer_id, reader)
         except FrameTooLarge as exc:
@@ -219,13 +225,17 @@ class TcpTransport:
         """Keep one outbound connection to `peer_id` alive for as long as we run."""
         loop = asyncio.get_running_loop()
         backoff = BACKOFF_START
+        back = self._peer_back[peer_id]
         while True:
+            back.clear()  # an inbound connection from here on ends the wait below
             up_since = await self._connect_and_pump(peer_id, addr)
             # Reset only after a connection that lasted: a peer that accepts and then rejects
             # our hello would otherwise be redialed every 50 ms forever.
             if up_since is not None and loop.time() - up_since >= STABLE_AFTER:
                 backoff = BACKOFF_START
-            await asyncio.sleep(backoff)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff):
+                    await back.wait()
             backoff = min(backoff * 2, BACKOFF_CAP)
             self.stats.reconnects += 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -237,6 +238,31 @@ async def test_restarted_peer_is_reconnected() -> None:
             await eventually(lambda: inbox.frames == [("a", b"two")])
         finally:
             await b2.stop()
+
+
+async def test_a_restarted_peer_that_dials_in_is_dialed_back_at_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer back from a crash dials us first; our own dial loop, deep in its backoff, must
+    not leave it unreached until the backoff ends (restarts took up to BACKOFF_CAP longer)."""
+    monkeypatch.setattr(tcp, "BACKOFF_CAP", 3600.0)
+    monkeypatch.setattr(tcp, "BACKOFF_START", 600.0)  # every wait: longer than any test
+    addrs = {"a": ("127.0.0.1", free_port()), "b": ("127.0.0.1", free_port())}
+    a = TcpTransport("a", addrs["a"], addrs, FakeAuth("a"))
+    b = TcpTransport("b", addrs["b"], addrs, FakeAuth("b"))
+    inbox = Inbox()
+    await a.start(Inbox())
+    try:
+        caplog.set_level(logging.DEBUG, logger="tally.transport")
+        refused = "a: outbound to b"
+        await eventually(lambda: any(refused in r.getMessage() for r in caplog.records))
+        # a's first dial was refused: it now waits 600 s before the next
+        a.send("b", b"sent while b was down")
+        await b.start(inbox)  # b dials a at once
+        await eventually(lambda: inbox.frames == [("a", b"sent while b was down")])
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 async def test_send_drops_when_queue_full() -> None:
