@@ -220,6 +220,7 @@ BENCHES = {
     "contracts": ("node.bench.contracts", "run_contract_bench"),
     "replay": ("node.bench.replay", "run_replay_bench"),
     "sim": ("node.bench.sim", "run_sim_bench"),
+    "integrity": ("node.bench.integrity", "run_integrity_bench"),
     "suite": ("node.bench.suite", "run_suite"),
 }
 
@@ -357,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_suite_benches(b: Any) -> None:
     from node.bench.contracts import add_contract_bench_arguments
+    from node.bench.integrity import add_integrity_arguments
     from node.bench.pbft import add_memory_arguments
     from node.bench.replay import add_replay_arguments
     from node.bench.sim import add_sim_bench_arguments
@@ -375,6 +377,11 @@ def _add_suite_benches(b: Any) -> None:
             add_replay_arguments,
         ),
         ("sim", "simulator speed: simulated seconds per wall second", add_sim_bench_arguments),
+        (
+            "integrity",
+            "the start-up checks of a store (SQLite's, the header chain, the state root)",
+            add_integrity_arguments,
+        ),
         ("memory", "peak RSS per node while committing many transfers", add_memory_arguments),
         ("suite", "every benchmark, one after another, and a Markdown report", add_suite_arguments),
     ]

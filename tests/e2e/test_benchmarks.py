@@ -66,3 +66,14 @@ def test_bad_bench_arguments_get_a_clear_error(args: list[str]) -> None:
         [sys.executable, "-m", "node.cli.main", "bench", *args], capture_output=True, text=True
     )
     assert out.returncode == 2 and "expected" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bench_integrity_times_every_start_up_check(tmp_path: Path) -> None:
+    store = tmp_path / "chain.sqlite"
+    result = bench_json(tmp_path, "integrity", "--blocks", "300", "--path", str(store))
+    assert result["blocks"] == 300 and result["built_s"] is not None and store.exists()
+    names = [c["check"] for c in result["checks"]]
+    assert names[:2] == ["PRAGMA quick_check", "PRAGMA integrity_check"]
+    assert any("full" in n for n in names) and all(c["seconds"] >= 0 for c in result["checks"])
+    again = bench_json(tmp_path, "integrity", "--blocks", "300", "--path", str(store))
+    assert again["built_s"] is None  # the store is reused, not built again
