@@ -26,6 +26,7 @@ from node.cluster.config import (
     ConfigError,
     MqttSettings,
     NodeSpec,
+    RpcSettings,
     SchemaError,
     load_config,
 )
@@ -360,6 +361,7 @@ SCHEMAS: dict[str, type] = {
     "pbft": PbftParams,
     "pow": PowParams,
     "mqtt": MqttSettings,
+    "rpc": RpcSettings,
     "node": NodeSpec,
 }
 EXAMPLES = {("cluster", "name"), ("cluster", "data_dir"), ("cluster", "consensus")}
