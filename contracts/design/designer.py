@@ -8,6 +8,15 @@
    solve again with a wider margin; if that fails, report which constraints fail.
 3. An infeasible LP is reported with an irreducible set of constraints that
    cannot hold together (a deletion filter).
+
+The constraints cover exactly the game `game` describes; for the core exchange
+(`contracts/design/exchange.py`) that is every move and timeout the engine
+accepts, the seller's delivering nothing among them.  The exchange's keep cost
+c_S falls on every delivery by default, or only on an unredeemed one with
+`ExchangeParams(keep_cost_on="unredeemed")`: seed 003, "Formal Definition",
+gives c_S as the "cost of the seller to keep the item for the buyer" without
+saying when it falls (the reasons for the default are in that module's docstring
+and the README).
 """
 
 from __future__ import annotations

@@ -58,6 +58,10 @@ class Move:
     name: str
     utility: Mapping[str, Number]  # per player; missing players get 0
     child: Node | Leaf
+    # the contract events that make this move (its ops, and "timeout" for a window that
+    # expires): a move whose hidden part the contract cannot see lists every event it may
+    # come with; empty for a game that is not run by a contract
+    events: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from rich.table import Table
 from contracts.design.designer import Design, DesignError, design
 from contracts.design.exchange import (
     BUYER,
+    KEEP_COST_ON,
     SELLER,
     STATES,
     ExchangeParams,
@@ -34,6 +35,15 @@ def add_design_arguments(sub: Any) -> None:
         description="Every parameter is in integer units of money.",
     )
     for f in fields(ExchangeParams):
+        if f.name == "keep_cost_on":
+            ex.add_argument(
+                "--keep-cost-on",
+                choices=KEEP_COST_ON,
+                default=f.default,
+                help="the seller bears --keep-cost on every delivery, or only when the buyer "
+                f"does not redeem (default: {f.default})",
+            )
+            continue
         ex.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=int,

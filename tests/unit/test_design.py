@@ -22,7 +22,7 @@ from contracts.design.exchange import (
     exchange_game,
     moore_repullo_game,
 )
-from contracts.design.game import constraints, spe_outcome, subgame_perfect, variables
+from contracts.design.game import Node, constraints, spe_outcome, subgame_perfect, variables
 
 
 def assert_sound(params: ExchangeParams, objective: str = "deposits", margin: int = 1) -> None:
@@ -39,7 +39,8 @@ def assert_sound(params: ExchangeParams, objective: str = "deposits", margin: in
         assert d.transfer(s, SELLER) + d.transfer(s, BUYER) + d.burn(s) == total_in
         assert d.burn(s) >= 0
     honest = "RNN"
-    seller = d.transfer(honest, SELLER) - d.deposit(SELLER) - params.cost_high - params.keep_cost
+    keep = params.keep_cost if params.keep_cost_on == "delivery" else 0  # redeemed: not kept
+    seller = d.transfer(honest, SELLER) - d.deposit(SELLER) - params.cost_high - keep
     buyer = (
         params.value_high
         - params.pickup_cost
@@ -55,11 +56,39 @@ def assert_sound(params: ExchangeParams, objective: str = "deposits", margin: in
 
 def test_the_default_design_makes_honest_play_the_unique_spe() -> None:
     game = exchange_game(ExchangeParams())
-    assert sum(1 for _ in game.nodes()) == 15
+    # the seed's 15 nodes and the 7 after delivering nothing (issue 16, finding 3)
+    assert sum(1 for _ in game.nodes()) == 22
     kinds = [c.name.split()[0] for c in constraints(game, 1)]
-    assert (kinds.count("IC"), kinds.count("budget"), kinds.count("IR")) == (15, 8, 2)
-    assert_sound(ExchangeParams())
-    assert_sound(ExchangeParams(), objective="burn")
+    assert (kinds.count("IC"), kinds.count("budget"), kinds.count("IR")) == (23, 8, 2)
+    for keep_cost_on in ("delivery", "unredeemed"):
+        assert_sound(ExchangeParams(keep_cost_on=keep_cost_on))
+        assert_sound(ExchangeParams(keep_cost_on=keep_cost_on), objective="burn")
+
+
+def test_delivering_nothing_never_beats_delivering_high() -> None:
+    """Issue 16's reproduction: before, the seller got 0 honestly and 1 by delivering nothing
+    (the buyer refunds and complains, the seller admits: row XCF)."""
+    p = ExchangeParams(43, 199, 3, 30, 8, 17, 7, 1, 30)
+    d = design(exchange_game(p))
+    honest = d.transfer("RNN", SELLER) - d.deposit(SELLER) - p.cost_high - p.keep_cost
+    nothing = d.transfer("XCF", SELLER) - d.deposit(SELLER)
+    assert honest >= 0 and nothing < honest
+    assert d.game.root.move("none").events == ("deliver", "timeout")
+
+
+def test_when_the_keep_cost_falls_is_a_parameter_and_changes_the_deposits() -> None:
+    p = ExchangeParams(256, 691, 143, 265, 136, 20, 15, 5, 9)
+    assert p.keep_cost_on == "delivery"
+    on_delivery = design(exchange_game(p))
+    unredeemed = design(exchange_game(ExchangeParams(**{**vars(p), "keep_cost_on": "unredeemed"})))
+    assert on_delivery.deposit(SELLER) + on_delivery.deposit(BUYER) == 31  # the LP's minimum
+    assert unredeemed.deposit(SELLER) + unredeemed.deposit(BUYER) == 11
+    root = on_delivery.game.root
+    assert root.move("H").utility == {SELLER: -p.cost_high - p.keep_cost}
+    redeem = unredeemed.game.root.move("H").child
+    assert isinstance(redeem, Node) and redeem.move("X").utility == {SELLER: -p.keep_cost}
+    with pytest.raises(ValueError):
+        ExchangeParams(keep_cost_on="sometimes")
 
 
 params = st.builds(
@@ -73,6 +102,7 @@ params = st.builds(
     pickup_cost=st.integers(0, 30),
     complaint_cost=st.integers(0, 10),
     fault_distaste=st.integers(0, 60),
+    keep_cost_on=st.sampled_from(["delivery", "unredeemed"]),
 )
 
 
@@ -97,9 +127,11 @@ def test_drawn_parameters_design_soundly_or_explain_why_not(
 def test_an_impossible_design_names_the_constraints_in_conflict() -> None:
     with pytest.raises(DesignError) as info:
         design(exchange_game(ExchangeParams(fault_distaste=1)))
+    # after low quality or nothing delivered the seller's node is the same constraint; the
+    # deletion filter keeps the later one
     assert sorted(info.value.conflict) == [
         "IC seller at H/X/C: N over F",
-        "IC seller at L/X/C: F over N",
+        "IC seller at none/X/C: F over N",
     ]
 
 
@@ -135,6 +167,8 @@ def test_cli_design_exchange_json() -> None:
         (a, b, c) for a in (True, False) for b in (True, False) for c in (True, False)
     }
     assert r["game"]["player"] == "seller" and r["game"]["prescribed"] == "H"  # type: ignore[index]
+    r = tally("design", "exchange", "--keep-cost-on", "unredeemed", "--json")
+    assert r["parameters"]["keep_cost_on"] == "unredeemed" and r["verified"] is True  # type: ignore[index]
 
 
 def test_cli_design_check_moore_repullo() -> None:
