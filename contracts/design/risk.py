@@ -15,10 +15,21 @@ a grid of transfers τ (from agent 1 to agent 2; negative: agent 2 pays).
 - Limited commitment: at every history each agent's continuation value is at
   least its autarky value.
 
-The LP solution is rounded to integer lottery weights with exact sums, then
-every constraint is checked again in exact Fractions (over the float utility
-values taken exactly).  Consumption outside a utility's domain is impossible:
-such transfers get no weight, and a lie that would need one is not available.
+The LP is solved exactly first (no margins), its solution rounded to integer
+lottery weights with exact sums, and every constraint checked again in exact
+Fractions; only rows that rounding broke are re-solved with a margin (see
+`design_risk`).  The LP optimum is reported next to the rounded value.
+Utilities are whole multiples of 1 / UTILITY_SCALE and probabilities small
+fractions, the same numbers the ledger's schedule carries, so the contract's own
+truth-telling check (`contracts.risk_sharing.schedule.Schedule.truth_telling`)
+agrees with the designer's.  Consumption outside a utility's domain is
+impossible: such transfers get no weight, and a lie that would need one is not
+available.
+
+Seed: /work/shared/seeds/000_562edbfd514851a1.txt, sections "Risk Sharing with
+Private Information on Crop Output" (Program 7, (93)-(94)), "Optimal Multiperiod
+Tie-ins" (Program 8, (95)-(97)), "Multiperiod Contracts Townsend (1982)" and
+"Costly State Verification" (Program 9).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from fractions import Fraction as F
 
@@ -100,6 +111,49 @@ class RiskDesign:
     binding: list[str]
     audit_probability: dict[int, Fraction] = field(default_factory=dict)
     verified: bool = False
+    lp_optimum: float = math.nan  # the exact LP's optimum, before rounding (no margins)
+    margins: dict[str, float] = field(default_factory=dict)  # the rows that needed one
+    # agent 1's U(income i - transfer j) in 1 / UTILITY_SCALE (impossible: the sentinel)
+    utility_table: tuple[tuple[int, ...], ...] = ()
+    # truth-telling constraints (private reports) that the rounded schedule breaks: always
+    # empty for a private design that verified; for a public one, what a villager gains by lying
+    truth_telling: list[str] = field(default_factory=list)
+
+    @property
+    def information(self) -> str:
+        """'public' (incomes observed: no truth-telling imposed) or 'private'."""
+        return "public" if self.problem.public and self.problem.audit_cost is None else "private"
+
+    @property
+    def imposed(self) -> list[str]:
+        """The kinds of constraint the LP imposed (and the exact re-check verified)."""
+        kinds = ["lottery sums"]
+        if self.problem.audit_cost is not None:
+            kinds.append("truth-telling with audits (Program 9)")
+        elif not self.problem.public:
+            kinds.append("truth-telling (Programs 7 and 8)")
+        if self.problem.participation:
+            kinds.append("participation")
+        return kinds
+
+    def beliefs(self) -> tuple[tuple[int, ...], ...]:
+        """p(next income | this one) as rows of numerators over a common denominator (last)."""
+        pr, n = self.problem, len(self.problem.incomes)
+        rows = []
+        for now in range(n):
+            ps = [_ratio(pr.p(k, now if pr.markov is not None else None)) for k in range(n)]
+            den = math.lcm(*(p.denominator for p in ps))
+            rows.append((*(int(p * den) for p in ps), den))
+        return tuple(rows)
+
+    def discount(self) -> tuple[int, int]:
+        beta = _ratio(self.problem.beta)
+        return (beta.numerator, beta.denominator)
+
+    @property
+    def optimality_gap(self) -> float:
+        """How much the rounded, verified schedule gives up against the LP optimum."""
+        return self.lp_optimum - self.objective
 
     def expected_transfer(self, period: int, history: History, audit: int = 0) -> float | None:
         """The lottery's mean transfer; None for an audit branch that never happens."""
@@ -171,7 +225,7 @@ class _Program:
         if t == self.pr.periods:
             return row
         for n in range(len(self.pr.incomes)):
-            p = F(self.pr.beta) * F(self.pr.p(n, true))
+            p = _ratio(self.pr.beta) * _ratio(self.pr.p(n, true))
             nh = (*h, n)
             for c, v in _add(self.agent1(t + 1, nh, n), self.future1(t + 1, nh, n)).items():
                 row[c] = row.get(c, F(0)) + p * v
@@ -276,7 +330,9 @@ def _future2(prog: _Program, t: int, h: History) -> dict[int, F]:
     row = {c: prog.u2(j) or F(0) for j, c in enumerate(prog.lottery(t, h))}
     if t < pr.periods:
         for n in range(len(pr.incomes)):
-            row = _add(row, _future2(prog, t + 1, (*h, n)), F(pr.beta) * F(pr.p(n, h[-1])))
+            row = _add(
+                row, _future2(prog, t + 1, (*h, n)), _ratio(pr.beta) * _ratio(pr.p(n, h[-1]))
+            )
     return row
 
 
@@ -285,57 +341,125 @@ def _autarky1(prog: _Program, t: int, now: int) -> F:
     value = _exact(pr.u1(pr.incomes[now])) or F(0)
     if t < pr.periods:
         future = sum(
-            (F(pr.p(n, now)) * _autarky1(prog, t + 1, n) for n in range(len(pr.incomes))), F(0)
+            (_ratio(pr.p(n, now)) * _autarky1(prog, t + 1, n) for n in range(len(pr.incomes))),
+            F(0),
         )
-        value += F(pr.beta) * future
+        value += _ratio(pr.beta) * future
     return value
 
 
 def _autarky2(prog: _Program, t: int) -> F:
     value = _exact(prog.pr.u2(prog.pr.endowment)) or F(0)
-    return value + (F(prog.pr.beta) * _autarky2(prog, t + 1) if t < prog.pr.periods else F(0))
+    return value + (_ratio(prog.pr.beta) * _autarky2(prog, t + 1) if t < prog.pr.periods else F(0))
+
+
+UTILITY_SCALE = 10**9  # utilities are whole multiples of 1 / UTILITY_SCALE (the schedule's)
 
 
 def _exact(u: float | None) -> F | None:
-    return None if u is None else F(u)
+    """A utility as the exact rational the ledger's schedule carries: a whole number of
+    1 / UTILITY_SCALE, so the contract re-checks truth-telling with the designer's numbers."""
+    return None if u is None else F(round(u * UTILITY_SCALE), UTILITY_SCALE)
+
+
+def _ratio(x: float) -> F:
+    """A probability or discount factor as the small rational it stands for (0.3 -> 3/10,
+    1/3 as a float -> 1/3), as the schedule carries it."""
+    return F(x).limit_denominator(10**6)
 
 
 def _names(pr: RiskProblem, h: History) -> str:
     return "(" + ",".join(f"{pr.incomes[i]:g}" for i in h) + ")"
 
 
+MAX_REPAIRS = 24  # re-solves with a wider margin on the rows that rounding broke
+
+
 def design_risk(problem: RiskProblem, resolution: int = 1_000_000) -> RiskDesign:
+    """Solve exactly, round, re-check exactly; widen margins only where rounding broke a row.
+
+    The approach of the exchange designer (contracts/design/designer.py): the LP is first
+    solved with no margin at all (Programs 7, 8 and 9 of
+    /work/shared/seeds/000_562edbfd514851a1.txt, "Risk Sharing with Private Information on
+    Crop Output", "Optimal Multiperiod Tie-ins" and "Costly State Verification"), so the
+    rounded schedule starts at the LP optimum.  Rounding to integer weights can break a
+    binding constraint by a hair; then only the broken rows get a margin, starting at twice
+    what they missed by and doubling, until the exact check passes.  A margin proportional
+    to a row's coefficients (the old approach) counted the sentinel utility of impossible
+    consumption and cost up to 0.07 utility units: far from the optimum, yet "verified".
+    The LP optimum is kept (`lp_optimum`) next to the rounded schedule's value.
+    """
     prog, objective = build(problem)
     size = len(prog.cols)
     cost = np.zeros(size)
     for c, v in objective.items():
         cost[c] = -float(v)  # linprog minimises
-    slack = [float(sum(abs(v) for v in row.values())) / resolution for _, row, _ in prog.ge]
-    # A rounding margin on every constraint, else on truth-telling only, else none (then the
-    # exact check after rounding decides).
-    ic_only = [
-        m if name.startswith("IC") else 0.0 for (name, _, _), m in zip(prog.ge, slack, strict=True)
-    ]
-    res = None
-    for margins in (slack, ic_only, [0.0] * len(prog.ge)):
-        res = _solve(prog, cost, margins)
-        if res is not None:
-            slack = margins
-            break
+    margins = [0.0] * len(prog.ge)
+    res = _solve(prog, cost, margins)
     if res is None:
         raise InfeasibleDesign(
             "no lotteries satisfy truth-telling"
             + (" and participation" if problem.participation else "")
             + " on this grid"
         )
+    lp_optimum = -float(cost @ res)
+    names = {name: r for r, (name, _, _) in enumerate(prog.ge)}
     design = _round(prog, problem, res, resolution, objective)
+    for _ in range(MAX_REPAIRS):
+        deficits = _deficits(prog, design)
+        if not deficits:
+            break
+        for r, missed in deficits.items():
+            margins[r] = max(2 * margins[r], 2 * missed, 1e-12)
+        found = _solve(prog, cost, margins)
+        if found is None:  # the margins cannot all hold: keep the last rounding, unverified
+            break
+        res = found
+        design = _round(prog, problem, res, resolution, objective)
+    design.lp_optimum = lp_optimum
+    design.margins = {name: margins[r] for name, r in names.items() if margins[r]}
     design.binding = [
         name
-        for (name, row, rhs), margin in zip(prog.ge, slack, strict=True)
+        for (name, row, rhs), margin in zip(prog.ge, margins, strict=True)
         if sum(v * res[c] for c, v in row.items()) - rhs < margin + 1e-7
     ]
     design.verified = not violated(prog, design)
+    design.utility_table = tuple(
+        tuple(
+            _scaled_utility(prog.u1[(i, j)], prog.impossible) for j in range(len(problem.transfers))
+        )
+        for i in range(len(problem.incomes))
+    )
+    if design.information == "public":  # what the full-information schedule tempts
+        private, _ = build(replace(problem, public=False))
+        design.truth_telling = [name for name in violated(private, design) if name[:2] == "IC"]
     return design
+
+
+def _scaled_utility(u: F | None, impossible: F) -> int:
+    """U in whole 1 / UTILITY_SCALE (the sentinel for consumption that cannot happen)."""
+    return int((impossible if u is None else u) * UTILITY_SCALE)
+
+
+def _deficits(prog: _Program, design: RiskDesign) -> dict[int, float]:
+    """By how much each inequality that fails in exact arithmetic misses (row index: amount).
+    The lottery sums hold by construction of the rounding."""
+    n = design.resolution
+    exact = _exact_weights(prog, design)
+    out = {}
+    for r, (_, row, rhs) in enumerate(prog.ge):
+        lhs = sum((v * exact[c] for c, v in row.items()), Fraction(0))
+        if lhs < rhs:
+            out[r] = float(rhs - lhs) + 1.0 / n**2
+    return out
+
+
+def _exact_weights(prog: _Program, design: RiskDesign) -> dict[int, Fraction]:
+    n = design.resolution
+    return {
+        c: Fraction(design.weights[(t, h, audit)][j], n)
+        for (t, h, audit, j), c in prog.cols.items()
+    }
 
 
 def _solve(prog: _Program, cost: np.ndarray, margins: list[float]) -> np.ndarray | None:

@@ -200,6 +200,8 @@ def create(args: Mapping[str, Any], ctx: Context) -> Effect:
     if len({ctx.sender, other, auditor}) != 3:
         raise ContractError("bad_terms", "agent 1, agent 2 and the auditor must all differ")
     schedule = schedule_from_args(args.get("schedule"))
+    # reports are private: a schedule anyone could have hand-edited must make truth pay
+    schedule.check_truth_telling()
     windows = args.get("windows")
     if not isinstance(windows, list) or len(windows) != len(WINDOWS):
         raise ContractError("bad_terms", f"'windows' must be {len(WINDOWS)} block counts")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -33,6 +34,8 @@ MAX_TRANSFERS = 64
 MAX_LOTTERIES = 1024
 MAX_HORIZON = 10  # 2 incomes over 10 periods already make 2046 report histories
 MAX_RESOLUTION = 10**12
+UTILITY_SCALE = 10**9  # as contracts.design.risk.UTILITY_SCALE
+MAX_UTILITY = MAX_INT // 1024
 
 Key = tuple[int, tuple[int, ...], int]  # (period, reports, audit)
 
@@ -58,6 +61,13 @@ class Schedule(Struct):
     resolution: int  # every lottery's weights sum to this
     horizon: int  # periods of the design; a longer contract renews it (round after round)
     lotteries: tuple[Lottery, ...]
+    # What agent 1 is: the contract re-checks truth-telling with these (`truth_telling`).
+    # utility[i][j]: U1(income i - transfer j) in 1 / UTILITY_SCALE; consumption that cannot
+    # happen carries the designer's sentinel (far below every possible utility)
+    utility: tuple[tuple[int, ...], ...] = ()
+    # beliefs[i]: p(next income k | income i) for k < n as numerators, then their denominator
+    beliefs: tuple[tuple[int, ...], ...] = ()
+    discount: tuple[int, ...] = (0, 1)  # beta: numerator, denominator
 
     @cached_property
     def table(self) -> dict[Key, tuple[int, ...]]:
@@ -116,6 +126,91 @@ class Schedule(Struct):
                 expected += self._check_report(t, reports)
         if expected != len(self.lotteries):
             _bad("a lottery is keyed by a period, report history or audit that cannot happen")
+        if len(self.utility) != n or any(
+            len(row) != m or any(type(x) is not int or abs(x) > MAX_UTILITY for x in row)
+            for row in self.utility
+        ):
+            _bad(f"'utility' must be {n} rows of {m} integers (agent 1's, for truth-telling)")
+        if len(self.beliefs) != n or any(
+            len(row) != n + 1 or any(type(x) is not int or x < 0 for x in row) or row[-1] < 1
+            for row in self.beliefs
+        ):
+            _bad(f"'beliefs' must be {n} rows of {n} numerators and a positive denominator")
+        d = self.discount
+        if len(d) != 2 or not 0 <= d[0] <= d[1] or not 1 <= d[1] <= MAX_INT // 1024:
+            _bad("'discount' must be [numerator, denominator] of a factor in [0, 1]")
+
+    def truth_telling(self) -> list[str]:
+        """Every one-shot lie that pays, checked exactly (integers and Fractions only).
+
+        Programs 7, 8 and 9 of /work/shared/seeds/000_562edbfd514851a1.txt ("Risk Sharing
+        with Private Information on Crop Output", (94); "Optimal Multiperiod Tie-ins",
+        (96)-(97); "Costly State Verification"): at every period and reported history of
+        the round, agent 1 with true income i gains nothing by reporting k instead and
+        reporting truthfully afterwards, counting what the lie does to later lotteries.  A
+        report's lottery is its unaudited weights plus, when it audits, the audited weights
+        for the true income (the audit reveals it)."""
+        n, horizon = len(self.incomes), self.horizon
+        beta = Fraction(self.discount[0], self.discount[1])
+        value: dict[tuple[int, tuple[int, ...], int], Fraction] = {}
+
+        def now(t: int, reports: tuple[int, ...], true: int) -> int:
+            w = self.table[(t, reports, 0)]
+            audited = self.table.get((t, reports, 1 + true))
+            row = self.utility[true]
+            total = sum(u * x for u, x in zip(row, w, strict=True))
+            if audited is not None:
+                total += sum(u * x for u, x in zip(row, audited, strict=True))
+            return total
+
+        def truthful(t: int, reports: tuple[int, ...], true: int) -> Fraction:
+            """Agent 1's value from period t on (times resolution * UTILITY_SCALE)."""
+            key = (t, reports, true)
+            if key not in value:
+                v = Fraction(now(t, reports, true))
+                if t < horizon:
+                    p = self.beliefs[true]
+                    v += beta * sum(
+                        (Fraction(p[k], p[-1]) * truthful(t + 1, (*reports, k), k))
+                        for k in range(n)
+                    )
+                value[key] = v
+            return value[key]
+
+        def lie(t: int, past: tuple[int, ...], true: int, told: int) -> Fraction:
+            reports = (*past, told)
+            v = Fraction(now(t, reports, true))
+            if t < horizon:
+                p = self.beliefs[true]
+                v += beta * sum(
+                    (Fraction(p[k], p[-1]) * truthful(t + 1, (*reports, k), k)) for k in range(n)
+                )
+            return v
+
+        failures = []
+        scale = self.resolution * UTILITY_SCALE
+        for t in range(1, horizon + 1):
+            for past in itertools.product(range(n), repeat=t - 1):
+                for true, told in itertools.permutations(range(n), 2):
+                    gain = lie(t, past, true, told) - truthful(t, (*past, true), true)
+                    if gain > 0:
+                        failures.append(
+                            f"period {t} after reports {[self.incomes[i] for i in past]}: "
+                            f"income {self.incomes[true]} gains {float(gain / scale):.6g} "
+                            f"by reporting {self.incomes[told]}"
+                        )
+        return failures
+
+    def check_truth_telling(self) -> None:
+        """Raise ContractError("not_incentive_compatible") naming every lie that pays."""
+        failures = self.truth_telling()
+        if failures:
+            raise ContractError(
+                "not_incentive_compatible",
+                "the schedule is not incentive compatible for private reports: "
+                + "; ".join(failures[:5])
+                + (f"; and {len(failures) - 5} more" if len(failures) > 5 else ""),
+            )
 
     def _check_report(self, t: int, reports: tuple[int, ...]) -> int:
         """Check the lotteries for one reported history; return how many there are."""
@@ -151,14 +246,8 @@ def _bad(message: str) -> NoReturn:
 
 def schedule_from_args(value: Any) -> Schedule:
     """The schedule as it travels in a `create` call: a map of plain values."""
-    if not isinstance(value, Mapping) or set(value) != {
-        "incomes",
-        "transfers",
-        "resolution",
-        "horizon",
-        "lotteries",
-    }:
-        _bad("'schedule' must map incomes, transfers, resolution, horizon and lotteries")
+    if not isinstance(value, Mapping) or set(value) != set(SCHEDULE_KEYS):
+        _bad("'schedule' must map " + ", ".join(SCHEDULE_KEYS))
     lotteries = []
     for item in _ints_list(value["lotteries"], "lotteries", nested=True):
         if not isinstance(item, list) or len(item) != 4:
@@ -180,9 +269,30 @@ def schedule_from_args(value: Any) -> Schedule:
         _int(value["resolution"], "resolution"),
         _int(value["horizon"], "horizon"),
         tuple(lotteries),
+        _int_rows(value["utility"], "utility"),
+        _int_rows(value["beliefs"], "beliefs"),
+        tuple(_ints_list(value["discount"], "discount")),
     )
     schedule.check()
     return schedule
+
+
+SCHEDULE_KEYS = (
+    "incomes",
+    "transfers",
+    "resolution",
+    "horizon",
+    "lotteries",
+    "utility",
+    "beliefs",
+    "discount",
+)
+
+
+def _int_rows(v: Any, name: str) -> tuple[tuple[int, ...], ...]:
+    if not isinstance(v, list) or len(v) > MAX_INCOMES:
+        _bad(f"{name!r} must be a list of at most {MAX_INCOMES} rows")
+    return tuple(tuple(_ints_list(row, name)) for row in v)
 
 
 def schedule_args(schedule: Schedule) -> dict[str, Any]:
@@ -196,6 +306,9 @@ def schedule_args(schedule: Schedule) -> dict[str, Any]:
             [lot.period, list(lot.reports), lot.audit, list(lot.weights)]
             for lot in schedule.lotteries
         ],
+        "utility": [list(row) for row in schedule.utility],
+        "beliefs": [list(row) for row in schedule.beliefs],
+        "discount": list(schedule.discount),
     }
 
 
@@ -205,7 +318,15 @@ def schedule_from_design(design: RiskDesign, unit: int) -> Schedule:
     problem = design.problem
     lotteries = [(t, h, a, w) for (t, h, a), w in sorted(design.weights.items())]
     return scaled_schedule(
-        problem.incomes, problem.transfers, design.resolution, problem.periods, lotteries, unit
+        problem.incomes,
+        problem.transfers,
+        design.resolution,
+        problem.periods,
+        lotteries,
+        unit,
+        design.utility_table,
+        design.beliefs(),
+        design.discount(),
     )
 
 
@@ -216,14 +337,21 @@ def scaled_schedule(
     horizon: int,
     lotteries: Sequence[tuple[int, Sequence[int], int, Sequence[int]]],
     unit: int,
+    utility: Sequence[Sequence[int]] = (),
+    beliefs: Sequence[Sequence[int]] = (),
+    discount: Sequence[int] = (0, 1),
 ) -> Schedule:
-    """A schedule from the designer's grid (in its own units), checked."""
+    """A schedule from the designer's grid (in its own units), checked (its form: whether
+    it is truthful is `Schedule.truth_telling`)."""
     schedule = Schedule(
         _scaled(incomes, unit, "income"),
         _scaled(transfers, unit, "transfer"),
         resolution,
         horizon,
         tuple(Lottery(t, tuple(h), a, tuple(w)) for t, h, a, w in lotteries),
+        tuple(tuple(row) for row in utility),
+        tuple(tuple(row) for row in beliefs),
+        tuple(discount),
     )
     schedule.check()
     return schedule

@@ -199,16 +199,32 @@ def design_risk_sharing(args: argparse.Namespace) -> int:
         "audit_probability": {
             str(problem.incomes[i]): float(p) for i, p in d.audit_probability.items()
         },
+        "lp_optimum": d.lp_optimum,  # the exact LP, before rounding
+        "optimality_gap": d.optimality_gap,  # lp_optimum - objective
+        "margins": d.margins,  # rows re-solved with a margin because rounding broke them
         "binding": d.binding,
         "history_dependent": dependent,
+        # the information regime, what the LP imposed (and the exact re-check verified), and
+        # the truth-telling constraints the schedule breaks (a public design's temptations)
+        "information": d.information,
+        "constraints": {
+            "imposed": d.imposed,
+            "verified": d.imposed if d.verified else [],
+            "truth_telling_violated": d.truth_telling,
+        },
+        "incentive_compatible": not d.truth_telling,
         "verified": d.verified,
-        # what `tally contract risk-sharing create --design FILE` reads (in design units)
+        # what `tally contract risk-sharing create --design FILE` reads (in design units); the
+        # contract re-checks truth-telling from utility, beliefs and discount
         "schedule": {
             "incomes": problem.incomes,
             "transfers": problem.transfers,
             "resolution": d.resolution,
             "horizon": problem.periods,
             "lotteries": [[t, list(h), a, w] for (t, h, a), w in sorted(d.weights.items())],
+            "utility": [list(row) for row in d.utility_table],
+            "beliefs": [list(row) for row in d.beliefs()],
+            "discount": list(d.discount()),
         },
         "audit_cost": problem.audit_cost,
     }
@@ -225,10 +241,20 @@ def design_risk_sharing(args: argparse.Namespace) -> int:
                     else ": never happens"
                 )
             )
+        table = Table(title=f"welfare ({d.information} incomes)")
+        for col in ("rounded schedule", "exact LP optimum", "gap"):
+            table.add_column(col, justify="right")
+        table.add_row(f"{d.objective:.7f}", f"{d.lp_optimum:.7f}", f"{d.optimality_gap:.2e}")
+        console.print(table)
         console.print(
-            f"objective {d.objective:.6f}; binding: {'; '.join(d.binding) or 'none'}; "
-            f"history dependent: {dependent}; verified exactly: {d.verified}"
+            f"binding: {'; '.join(d.binding) or 'none'}; history dependent: {dependent}; "
+            f"verified exactly: {d.verified} ({', '.join(d.imposed)})"
         )
+        if d.truth_telling:
+            console.print(
+                f"[yellow]not incentive compatible[/] for private reports "
+                f"({len(d.truth_telling)} lies pay): a contract refuses this schedule"
+            )
     return 0 if d.verified else 1
 
 

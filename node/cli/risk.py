@@ -113,9 +113,28 @@ def load_schedule(args: argparse.Namespace) -> tuple[Schedule, float | None]:
         if "schedule" not in d:
             raise ConfigError(f"{args.design} is not a `tally design risk-sharing --json` file")
         s = d["schedule"]
+        if d.get("information", "private") != "private" or "utility" not in s:
+            raise ConfigError(
+                f"{args.design} is a {d.get('information', 'legacy')} design: a contract's "
+                "reports are private, so it needs a design of `tally design risk-sharing` "
+                "without --public (truth-telling imposed and verified)"
+            )
         schedule = scaled_schedule(
-            s["incomes"], s["transfers"], s["resolution"], s["horizon"], s["lotteries"], args.unit
+            s["incomes"],
+            s["transfers"],
+            s["resolution"],
+            s["horizon"],
+            s["lotteries"],
+            args.unit,
+            s["utility"],
+            s["beliefs"],
+            s["discount"],
         )
+        lies = schedule.truth_telling()  # the contract checks this too: refuse before sending
+        if lies:
+            raise ConfigError(
+                f"{args.design} is not incentive compatible for private reports: " + "; ".join(lies)
+            )
         return schedule, d.get("audit_cost")
     problem = DEFAULT_PROBLEM
     if args.audit_cost is not None:

@@ -8,12 +8,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from contracts.design.risk import RiskProblem, Utility, build, design_risk, violated
 from contracts.risk_sharing.schedule import schedule_from_design
 from node.cli.risk import load_schedule
+from node.cluster.config import ConfigError
 from tests.helpers.livecluster import bench_json
 
 U = Utility.parse("crra:1.5")
@@ -149,3 +151,88 @@ def test_a_design_file_becomes_the_schedule_a_contract_is_created_with(tmp_path:
 def test_bench_risk_design_reports_its_figures(tmp_path: Path) -> None:
     r = bench_json(tmp_path, "risk-design", "--periods", "2", "--repeat", "1")
     assert r["lotteries"] == 3 + 9 and r["verified"] is True and r["seconds_median"] > 0
+
+
+# -- issue 16: solved exactly first; the information regime travels with the design --------
+
+CRRA8 = [
+    "--incomes",
+    "1,2,3",
+    "--probs",
+    ".3,.4,.3",
+    "--endowment",
+    "3",
+    "--utility",
+    "crra:8",
+    "--transfers=-1:1:0.25",
+]
+
+
+def _design_cli(*args: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "node.cli.main", "design", "risk-sharing", *args, "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return dict(json.loads(out.stdout))
+
+
+def test_crra_8_two_periods_reach_the_exact_lp_optimum_and_say_so() -> None:
+    two = _design_cli(*CRRA8, "--periods", "2")
+    one = _design_cli(*CRRA8, "--periods", "1")
+    # the LP without margins; an independent LP (issue 16) agrees on -0.0022412
+    assert two["lp_optimum"] == pytest.approx(-0.0022412, abs=1e-7)
+    assert abs(two["objective"] - two["lp_optimum"]) <= 1e-6  # was -0.01796
+    assert two["optimality_gap"] == pytest.approx(two["lp_optimum"] - two["objective"])
+    assert two["verified"] is True
+    # Townsend (1982): two periods beat the one-period contract repeated
+    assert two["objective"] > one["objective"] * (1 + 0.95) + 1e-6
+
+
+def test_no_spurious_audits_or_lottery_spikes() -> None:
+    plain = design_risk(RiskProblem(**BASE))  # type: ignore[arg-type]
+    costly = design_risk(RiskProblem(**BASE, audit_cost=2.0))  # type: ignore[arg-type]
+    # at cost 2 the optimum never audits: no report gets an audit probability of 1e-4
+    assert all(p == 0 for p in costly.audit_probability.values())
+    assert costly.objective == pytest.approx(plain.objective, abs=1e-9)
+    # Program 7's optimum is a fixed payment: no weight of 1e-4 on another transfer
+    assert all(max(w) == plain.resolution for w in plain.weights.values())
+    assert plain.optimality_gap == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_public_design_records_its_regime_and_the_lies_that_pay() -> None:
+    public = _design_cli("--public")
+    private = _design_cli()
+    assert public["information"] == "public" and public["incentive_compatible"] is False
+    assert public["constraints"]["imposed"] == ["lottery sums"]
+    assert (
+        "IC period 1 after (): income 3 claims 1"
+        in (public["constraints"]["truth_telling_violated"])
+    )
+    assert private["information"] == "private" and private["incentive_compatible"] is True
+    assert private["constraints"]["verified"] == [
+        "lottery sums",
+        "truth-telling (Programs 7 and 8)",
+    ]
+    assert private["constraints"]["truth_telling_violated"] == []
+
+
+def test_create_refuses_a_public_or_hand_edited_design_file(tmp_path: Path) -> None:
+    path = tmp_path / "design.json"
+    args = argparse.Namespace(design=str(path), unit=100, audit_cost=None)
+    path.write_text(json.dumps(_design_cli("--public")))
+    with pytest.raises(ConfigError, match="public design"):
+        load_schedule(args)
+    honest = _design_cli()
+    path.write_text(json.dumps(honest))
+    assert load_schedule(args)[0].truth_telling() == []  # the honest private design loads
+    # pretend it was designed without --public, and hand the top report the best lottery
+    public = _design_cli("--public")
+    public["information"] = "private"
+    path.write_text(json.dumps(public))
+    with pytest.raises(ConfigError, match=r"income 300 gains .* by reporting 100"):
+        load_schedule(args)
+    edited = json.loads(json.dumps(honest))
+    lots = edited["schedule"]["lotteries"]
+    top = next(lot for lot in lots if lot[1] == [2])
+    top[3] = [honest["resolution"]] + [0] * (len(top[3]) - 1)  # report 3: paid the most
+    path.write_text(json.dumps(edited))
+    with pytest.raises(ConfigError, match="by reporting 300"):
+        load_schedule(args)

@@ -154,6 +154,9 @@ SMALL = Schedule(
         Lottery(1, (0,), 2, (0, 1, 3)),
         Lottery(1, (1,), 0, (0, 12, 0)),
     ),
+    ((1, 2, 3), (4, 5, 6)),
+    ((1, 1, 2), (1, 1, 2)),
+    (19, 20),
 )
 
 
@@ -562,3 +565,67 @@ def test_any_message_sequence_conserves_money_and_stays_in_a_defined_state(
         assert chain.balance(key) == 100_000 + money(rs, ROLE[key])
     assert chain.balance(AUDITOR) == money(rs, "auditor")
     assert len(rs.reports) <= 3 and all(0 <= r <= 2 for r in rs.reports)
+
+
+# -- truth-telling, re-checked by the contract (issue 16) -----------------------------------
+
+PUBLIC = schedule_from_design(design_risk(RiskProblem(**{**BASE.__dict__, "public": True})), 100)
+
+
+def test_the_honest_private_designs_are_incentive_compatible_and_accepted() -> None:
+    for schedule in (TWO_PERIODS, AUDITED):
+        assert schedule.truth_telling() == []
+        chain = Chain()
+        assert chain.create(schedule) == "ok"
+
+
+def test_a_full_information_design_cannot_be_created() -> None:
+    lies = PUBLIC.truth_telling()
+    assert "period 1 after reports []: income 300 gains 0.154701 by reporting 100" in lies
+    with pytest.raises(ContractError) as info:
+        PUBLIC.check_truth_telling()
+    assert info.value.reason == "not_incentive_compatible"
+    chain = Chain()
+    before = chain.state.root()
+    assert chain.create(PUBLIC) == "not_incentive_compatible"
+    assert chain.state.contracts == {} and chain.state.root() == before
+
+
+def _edited(change: Any) -> dict[str, Any]:
+    args = schedule_args(TWO_PERIODS)
+    change(args)
+    return args
+
+
+HAND_EDITED = {
+    # period 1: a report of 3 now pays the villager 2, the most on the grid
+    "richer top report": lambda a: next(
+        lot for lot in a["lotteries"] if lot[:3] == [1, [2], 0]
+    ).__setitem__(3, [10**6] + [0] * 8),
+    # period 2 after a report of 1: a report of 1 pays her 2 (and an income of 3 says 1)
+    "period 2 after 1": lambda a: next(
+        lot for lot in a["lotteries"] if lot[:3] == [2, [0, 0], 0]
+    ).__setitem__(3, [10**6] + [0] * 8),
+    # the declared utility makes an income of 3 prefer the lowest consumption
+    "inverted utility": lambda a: a["utility"].__setitem__(2, [-x for x in a["utility"][2]]),
+}
+
+
+@pytest.mark.parametrize("edit", list(HAND_EDITED), ids=list(HAND_EDITED))
+def test_a_hand_edited_schedule_that_breaks_truth_telling_is_refused(edit: str) -> None:
+    args = _edited(HAND_EDITED[edit])
+    schedule = schedule_from_args(args)  # well formed
+    with pytest.raises(ContractError, match=r"gains .* by reporting") as info:
+        schedule.check_truth_telling()
+    assert info.value.reason == "not_incentive_compatible"
+    chain = Chain()
+    assert chain.call(AGENT1, "create", **_terms(args)) == "not_incentive_compatible"
+    assert chain.state.contracts == {}
+
+
+def test_a_schedule_without_agent_1s_utility_is_malformed() -> None:
+    for key, value in (("utility", []), ("beliefs", [[1, 2]] * 3), ("discount", [2, 1])):
+        args = schedule_args(TWO_PERIODS) | {key: value}
+        with pytest.raises(ContractError) as info:
+            schedule_from_args(args)
+        assert info.value.reason == "bad_schedule"
