@@ -32,6 +32,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from contracts.design.risk import InfeasibleDesign, RiskDesign, RiskProblem, Utility, design_risk
+from contracts.risk_sharing.schedule import schedule_from_design
 
 
 def tolerance(lp_optimum: float) -> float:
@@ -46,10 +47,12 @@ def problems(draw: st.DrawFn) -> RiskProblem:
     )
     weights = draw(st.lists(st.integers(1, 5), min_size=n, max_size=n))
     probs = tuple(w / sum(weights) for w in weights)
-    step = draw(st.sampled_from([0.5, 1.0]))
+    step = draw(st.sampled_from([0.25, 0.5, 1.0]))
     reach = draw(st.sampled_from([1.0, 2.0]))
     transfers = tuple(-reach + step * k for k in range(round(2 * reach / step) + 1))
-    utility = draw(st.sampled_from(["crra:0.5", "crra:1", "crra:1.5", "crra:3", "cara:0.7"]))
+    utility = draw(
+        st.sampled_from(["crra:0.5", "crra:1", "crra:1.5", "crra:3", "crra:8", "cara:0.7"])
+    )
     periods = draw(st.integers(1, 2))
     audits = periods == 1 and draw(st.booleans())
     markov = None
@@ -109,6 +112,8 @@ def test_the_rounded_design_is_near_the_lp_optimum_and_beats_what_is_feasible(
     assert d.verified, "every constraint holds exactly after rounding"
     assert abs(d.objective - d.lp_optimum) <= tol, (d.objective, d.lp_optimum)
     assert d.optimality_gap == d.lp_optimum - d.objective
+    # the contract's own exact check agrees: no lie pays under the schedule it would hold
+    assert schedule_from_design(d, 100).truth_telling() == []
     floor = autarky(problem)
     if floor is not None:
         assert d.objective >= floor - tol, ("below autarky", d.objective, floor)
