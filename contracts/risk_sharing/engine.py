@@ -22,10 +22,11 @@ Collateral covers the worst case of every period (largest payment, penalty and
 audit fee), so nothing the contract owes can ever be short.  A move not made by
 its window's end takes its default: a missing reveal costs the withholder the
 penalty (paid to the other agent) and its commitment stands in for the secret;
-a missing commitment or report is a breach: the penalty, then the contract
-closes; a missing verdict lets the report stand, with no fee.  The penalty must
-exceed the largest difference a draw or an avoided audit can make, so
-withholding a reveal never pays.
+a missing commitment or report is a breach: the breaching agent forfeits the
+penalty plus the most the remaining periods could be expected to cost it, then
+the contract closes, so walking away never pays; a missing verdict lets the
+report stand, with no fee.  The penalty must exceed the largest difference a
+draw or an avoided audit can make, so withholding a reveal never pays.
 """
 
 from __future__ import annotations
@@ -103,13 +104,28 @@ class RiskSharing(Struct):
     def address(self, role: str) -> bytes:
         return {"agent1": self.agent1, "agent2": self.agent2, "auditor": self.auditor}[role]
 
+    def per_period(self, role: str) -> int:
+        """The most one period can take from this agent's collateral: its largest payment,
+        a withheld reveal's penalty and (agent 2, when the schedule audits) the audit fee."""
+        agent = 1 if role == "agent1" else 2
+        worst = self.schedule.max_payment(agent) + self.penalty
+        if agent == 2 and self.schedule.audits:
+            worst += self.audit_fee
+        return worst
+
     def required(self, role: str) -> int:
         """Collateral that covers the worst case of every period for this agent."""
+        return self.periods * self.per_period(role)
+
+    def forfeit(self, role: str, period: int | None = None) -> int:
+        """What walking away at `period` (default: now) costs: the penalty plus the most the
+        remaining periods could be expected to cost the quitter, rounded up.  Staying costs
+        at most the second part, so quitting loses at least the penalty at every history."""
         agent = 1 if role == "agent1" else 2
-        per_period = self.schedule.max_payment(agent) + self.penalty
-        if agent == 2 and self.schedule.audits:
-            per_period += self.audit_fee
-        return self.periods * per_period
+        remaining = self.periods - (self.period if period is None else period) + 1
+        fee = self.audit_fee if agent == 2 else 0
+        owed = remaining * self.schedule.worst_expected_payment(agent, fee)
+        return self.penalty + -(-owed.numerator // owed.denominator)
 
     def round(self) -> tuple[int, tuple[int, ...]]:
         """(period within the design's horizon, this round's reports so far): a contract
@@ -235,7 +251,26 @@ def create(args: Mapping[str, Any], ctx: Context) -> Effect:
         (RiskEvent(ctx.height, 0, "create", role, ctx.tx_id, 0, b"", ""),),
     )
     rs = replace(rs, deadline=ctx.height + rs.windows[0])
+    _check_commitment(rs)
     return Effect(rs.encode(), True)
+
+
+def _check_commitment(rs: RiskSharing) -> None:
+    """Refuse terms under which walking away could pay (issue 16, finding 5).  At the start
+    of period P each agent's collateral still holds at least (periods - P + 1) periods'
+    worst case, and a breach at P takes `forfeit(role, P)` from it; the quitter saves at most
+    the remaining periods' worst expected cost, which the forfeit exceeds by the penalty.
+    Checked exactly (integers, Fractions) at every period for both agents."""
+    for role in ROLES:
+        for period in range(1, rs.periods + 1):
+            held = (rs.periods - period + 1) * rs.per_period(role)
+            forfeit = rs.forfeit(role, period)
+            if rs.penalty < 1 or forfeit > held:  # staying costs at most forfeit - penalty
+                raise ContractError(
+                    "quitting_pays",
+                    f"{role} walking away at period {period} would forfeit {forfeit} (its "
+                    f"collateral then holds {held}), not more than staying could cost it",
+                )
 
 
 def _check_move(rs: RiskSharing, op: str, args: Mapping[str, Any], ctx: Context) -> str:
@@ -357,7 +392,7 @@ class _Step:
             late = [r for r, c in zip(ROLES, self.rs.commitments, strict=True) if not c]
             for role in late if stage == "commit" else ["agent1"]:
                 self.event("breach", role, note=f"no {stage}")
-                self.penalise(role)
+                self.penalise(role, self.rs.forfeit(role), "forfeit")
             self.close("closed")
         elif stage == "reveal":
             for role in (r for r, s in zip(ROLES, self.rs.secrets, strict=True) if not s):
@@ -414,12 +449,13 @@ class _Step:
         self.flows.credit(to, take)
         return "collateral" if take == amount else f"collateral, short {amount - take}"
 
-    def penalise(self, role: str) -> None:
+    def penalise(self, role: str, amount: int | None = None, note: str = "collateral") -> None:
+        """The penalty (or a breach's forfeit) from `role`'s collateral to the other agent."""
         i = ROLES.index(role)
-        take = min(self.rs.penalty, self.rs.collateral[i])
+        take = min(self.rs.penalty if amount is None else amount, self.rs.collateral[i])
         self._collateral(i, -take)
         self.flows.credit(self.rs.address(ROLES[1 - i]), take)
-        self.event("penalty", role, take, note="collateral")
+        self.event("penalty", role, take, note=note)
 
     def close(self, stage: str) -> None:
         for i, role in enumerate(ROLES):

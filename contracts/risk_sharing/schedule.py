@@ -102,6 +102,29 @@ class Schedule(Struct):
     def spread(self) -> int:
         return max(self.transfers) - min(self.transfers)
 
+    def worst_expected_payment(self, agent: int, fee: int = 0) -> Fraction:
+        """The most one period can be expected to cost agent 1 or agent 2, exactly: the
+        largest mean net payment of any lottery (any period and history of reports, so any
+        reporting strategy), counting for agent 2 the audit fee times the audit chance.
+        A quitter's continuation gain over r remaining periods is at most r times this."""
+        worst = Fraction(0)
+        for (t, reports, audit), plain in self.table.items():
+            if audit:
+                continue
+            fee_paid = fee * self.audit_weight(t, reports)
+            # whatever the true income is (a lie included), an audit brings its lottery
+            audited = [self.table.get((t, reports, 1 + i)) for i in range(len(self.incomes))]
+            lotteries = [
+                [a + b for a, b in zip(plain, extra, strict=True)]
+                for extra in audited
+                if extra is not None
+            ] or [list(plain)]
+            for w in lotteries:
+                tau = sum(x * y for x, y in zip(self.transfers, w, strict=True))
+                cost = tau if agent == 1 else fee_paid - tau
+                worst = max(worst, Fraction(cost, self.resolution))
+        return worst
+
     def check(self) -> None:
         """Raise ContractError("bad_schedule") unless every lottery the contract can need
         exists and sums exactly, and nothing else is there."""

@@ -148,6 +148,8 @@ def risk_view(record: ContractRecord, height: int) -> dict[str, Any]:
         "penalty": rs.penalty,
         "audit_fee": rs.audit_fee,
         "required_collateral": {r: rs.required(r) for r in risk.ROLES},
+        # what walking away (a missed commitment or report) would cost now
+        "forfeit": {r: rs.forfeit(r, max(rs.period, 1)) for r in risk.ROLES},
         "collateral": dict(zip(risk.ROLES, rs.collateral, strict=True)),
         "period": rs.period,
         "stage": rs.stage,
