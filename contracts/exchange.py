@@ -1,7 +1,7 @@
 """The core exchange mechanism as a contract engine: a deterministic state machine.
 
 Either party offers (item, price, deposits, the designed table of 8 rows, and
-how many blocks each move may take).  The other accepts by paying in.  Then:
+how many seconds of ledger time each move may take).  The other accepts by paying in.  Then:
 the seller delivers (the contract cannot see the quality); the buyer redeems
 or lets it refund; the buyer complains or not; the seller admits fault or
 not.  Each move is a signed tx, accepted only from the right party, in the
@@ -22,7 +22,7 @@ from ledger.encoding import MAX_INT, Struct, Tag
 
 NAME = "exchange"
 WINDOWS = ("accept", "deliver", "redeem", "complain", "admit")
-MAX_WINDOW = 1_000_000  # blocks
+MAX_WINDOW = 10_000_000  # seconds of ledger time (about 115 days)
 # stage -> (whose move is awaited, the ops that make it, the default when time runs out)
 STAGES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "await_accept": ("counterparty", ("accept",), "cancelled"),
@@ -67,9 +67,9 @@ class Exchange(Struct):
     deposit_seller: int
     deposit_buyer: int
     table: tuple[int, ...]  # 8 x (to seller, to buyer, burn), in STATES order (RCF ... XNN)
-    windows: tuple[int, ...]  # blocks allowed for accept, deliver, redeem, complain, admit
+    windows: tuple[int, ...]  # seconds allowed for accept, deliver, redeem, complain, admit
     stage: str
-    deadline: int
+    deadline: int  # ledger time (ms, block timestamps) by which the awaited move is due
     redeemed: bool
     complained: bool
     admitted: bool
@@ -160,7 +160,7 @@ def offer(args: Mapping[str, Any], ctx: Context) -> Effect:
         table,
         windows,
         "await_accept",
-        ctx.height + windows[0],
+        _due(ctx, windows[0]),
         False,
         False,
         False,
@@ -191,8 +191,8 @@ def move(ex: Exchange, op: str, ctx: Context) -> Effect:
         raise ContractError(
             "out_of_turn", f"{op} belongs to {stage}; the contract is at {ex.stage}"
         )
-    if ctx.height > ex.deadline:
-        raise ContractError("deadline_passed", f"{op} was due by height {ex.deadline}")
+    if ctx.time_ms > ex.deadline:
+        raise ContractError("deadline_passed", f"{op} was due by ledger time {ex.deadline} ms")
     step = ExchangeMove(ctx.height, op, party, ctx.tx_id)
     ex = replace(
         ex,
@@ -213,7 +213,7 @@ def advance(ex: Exchange, stage: str, ctx: Context) -> Effect:
     nxt = ORDER[ORDER.index(stage) + 1]
     if nxt != "settled":
         window = ex.windows[WINDOWS.index(_window_name(nxt))]
-        return Effect(replace(ex, stage=nxt, deadline=ctx.height + window).encode(), True)
+        return Effect(replace(ex, stage=nxt, deadline=_due(ctx, window)).encode(), True)
     to_seller, to_buyer, burn = ex.row(ex.final_state())
     credits = {ex.seller: to_seller, ex.buyer: to_buyer}
     return Effect(
@@ -265,8 +265,13 @@ def _amount(args: Mapping[str, Any], key: str) -> int:
 
 def _window(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_WINDOW:
-        raise ContractError("bad_offer", f"every window must be 1..{MAX_WINDOW} blocks")
+        raise ContractError("bad_offer", f"every window must be 1..{MAX_WINDOW} seconds")
     return v
+
+
+def _due(ctx: Context, window_s: int) -> int:
+    """A move's deadline: `window_s` seconds of ledger time after this block's timestamp."""
+    return ctx.time_ms + 1000 * window_s
 
 
 def _list(v: Any, n: int, name: str) -> list[Any]:

@@ -53,6 +53,9 @@ class Context:
     # Read-only view of the balances before this call, for engines that pay from a balance
     # when it suffices (a debit the balance cannot cover fails the whole tx).
     balance: Callable[[bytes], int] = _no_balance
+    # Ledger time: the timestamp (ms) of the block being executed, chosen by its proposer
+    # and bounded by the replicas; never a node's clock.  Contract deadlines are in it.
+    time_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ class Engine(Protocol):
     ) -> Effect: ...
 
     def deadline(self, record: ContractRecord) -> int | None:
-        """The height after which `on_deadline` must run, or None."""
+        """The ledger time (ms) after which `on_deadline` must run, or None: it runs at the
+        end of the first block whose timestamp is at or past it."""
 
     def on_deadline(self, record: ContractRecord, ctx: Context) -> Effect: ...
 

@@ -146,8 +146,9 @@ class CallView(Protocol):
     def balance(self, address: bytes) -> int: ...
 
 
-def check_call(view: CallView, tx: Tx, height: int) -> Call:
-    """The one check of a contract tx (its payload already well-formed) at `height`: it runs
+def check_call(view: CallView, tx: Tx, height: int, time_ms: int = 0) -> Call:
+    """The one check of a contract tx (its payload already well-formed) in the block at
+    `height` with timestamp `time_ms`: it runs
     the engine and raises ContractError with the reason its receipt would carry (`Unfunded`
     for a debit the balance cannot cover).  Block execution settles the returned Call; a node
     calls this to refuse a doomed call before ordering it."""
@@ -158,7 +159,7 @@ def check_call(view: CallView, tx: Tx, height: int) -> Call:
     record = view.contracts.get(p["id"]) if p["id"] else None
     if p["id"] and record is None:
         raise ContractError(UNKNOWN_CONTRACT, f"no contract {p['id'].hex()}")
-    ctx = Context(height, tx.sender_address, tx.tx_id, view.balance)
+    ctx = Context(height, tx.sender_address, tx.tx_id, view.balance, time_ms)
     effect = engine.apply(record, p["op"], p["args"], ctx)
     for address, amount in effect.debits.items():
         if view.balance(address) < amount:
@@ -172,11 +173,12 @@ def check_call(view: CallView, tx: Tx, height: int) -> Call:
 class _Working:
     """The mutable copy of the state that one block's transition works on."""
 
-    def __init__(self, state: State, height: int) -> None:
+    def __init__(self, state: State, height: int, time_ms: int) -> None:
         self.accounts = dict(state.accounts)
         self.contracts = dict(state.contracts)
         self.engines = state.engines
         self.height = height
+        self.time_ms = time_ms
 
     def account(self, address: bytes) -> Account:
         return self.accounts.get(address) or Account(address, 0, 0)
@@ -219,19 +221,21 @@ class _Working:
 
     def call(self, tx: Tx) -> str:
         try:
-            c = check_call(self, tx, self.height)
+            c = check_call(self, tx, self.height, self.time_ms)
         except ContractError as e:
             return e.reason
         return self.settle(c.record, c.cid, c.engine.name, c.effect, payer=tx.sender_address)
 
     def deadlines(self) -> None:
-        """Defaults for moves not made in time, in contract-id order (deterministic)."""
+        """Defaults for moves not made in time (deadlines are ledger time: the block's
+        timestamp), in contract-id order (deterministic)."""
         for cid in sorted(c for c, r in self.contracts.items() if r.active):
             record = self.contracts[cid]
             engine = self.engines.get(record.engine)
             due = engine.deadline(record) if engine else None
-            while engine and record.active and due is not None and due <= self.height:
-                effect = engine.on_deadline(record, Context(self.height, b"", b"", self.balance))
+            while engine and record.active and due is not None and due <= self.time_ms:
+                ctx = Context(self.height, b"", b"", self.balance, self.time_ms)
+                effect = engine.on_deadline(record, ctx)
                 self.settle(record, cid, engine.name, effect)
                 record = self.contracts[cid]
                 due = engine.deadline(record)
@@ -265,10 +269,11 @@ def apply_tx(w: _Working, tx: Tx) -> str:
 
 
 def apply_txs(
-    state: State, txs: Iterable[Tx], height: int = 0
+    state: State, txs: Iterable[Tx], height: int = 0, time_ms: int = 0
 ) -> tuple[State, tuple[Receipt, ...]]:
-    """The txs of the block at `height`, then the contract deadlines that passed."""
-    w = _Working(state, height)
+    """The txs of the block at `height` with timestamp `time_ms`, then the contract
+    deadlines that passed by `time_ms`."""
+    w = _Working(state, height, time_ms)
     receipts = tuple(Receipt(tx.tx_id, apply_tx(w, tx)) for tx in txs)
     w.deadlines()
     return State(w.accounts, w.contracts, engines=state.engines), receipts
@@ -282,12 +287,13 @@ def execute_batch(
     state: State, parent: BlockHeader, batch: Batch
 ) -> tuple[Block, State, tuple[Receipt, ...]]:
     """Execute a committed batch on top of `parent`: the block every replica derives."""
-    new_state, receipts = apply_txs(state, batch.txs, parent.height + 1)
+    timestamp_ms = max(batch.proposed_ms, parent.timestamp_ms)
+    new_state, receipts = apply_txs(state, batch.txs, parent.height + 1, timestamp_ms)
     header = BlockHeader(
         chain_id=parent.chain_id,
         height=parent.height + 1,
         parent=parent.sha256(),
-        timestamp_ms=max(batch.proposed_ms, parent.timestamp_ms),
+        timestamp_ms=timestamp_ms,
         proposed_ms=batch.proposed_ms,
         proposer=batch.proposer,
         tx_root=tx_root(batch.txs),
@@ -314,7 +320,7 @@ def apply_block(state: State, block: Block) -> tuple[State, tuple[Receipt, ...]]
     header = block.header
     if tx_root(block.txs) != header.tx_root:
         raise InvalidBlock(f"block {header.height}: tx root mismatch")
-    new_state, receipts = apply_txs(state, block.txs, header.height)
+    new_state, receipts = apply_txs(state, block.txs, header.height, header.timestamp_ms)
     if receipts_root(receipts) != header.receipts_root:
         raise InvalidBlock(f"block {header.height}: receipts root mismatch")
     if new_state.root() != header.state_root:

@@ -801,10 +801,12 @@ class Replica:
         self._maybe_fetch(out)
 
     def _tick_contracts(self, out: list[Action]) -> None:
-        """Contract deadlines are heights: an idle primary proposes an empty batch so that
-        time passes for contracts waiting on one."""
+        """Contract deadlines are ledger time (block timestamps): once our clock is past the
+        earliest active deadline, an idle primary proposes an empty batch, so that a block
+        stamped after it runs the default.  Before that, an idle cluster adds no block."""
         idle = not self.log and not self.mempool
-        if self.is_primary and idle and any(c.active for c in self.state.contracts.values()):
+        due = self._earliest_deadline() if self.is_primary and idle else None
+        if due is not None and self._now > due:
             batch = Batch(self.config.chain_id, self.next_seq, self.node_id, self._now, ())
             pp = self._sign_vote(
                 PrePrepare(self.view, self.next_seq, batch.digest, self.me, b"", batch), out
@@ -813,6 +815,16 @@ class Replica:
                 self._install(pp)
                 out.append(Broadcast(pp))
                 self.next_seq += 1
+
+    def _earliest_deadline(self) -> int | None:
+        """The earliest deadline (ledger time, ms) of an active contract, or None."""
+        dues = []
+        for record in self.state.contracts.values():
+            engine = self.state.engines.get(record.engine) if record.active else None
+            due = engine.deadline(record) if engine else None
+            if due is not None:
+                dues.append(due)
+        return min(dues, default=None)
 
     def _retransmit(self, out: list[Action]) -> None:
         """Resend our votes for batches still in flight: PBFT's quorums are exactly as large

@@ -191,9 +191,24 @@ class PowReplica:
             SetTimer("tip", self.config.tip_interval_ms),
         ]
         ready = self.mempool.ready(self._nonce_of, self.config.max_block_txs)
-        if self.template is None or any(t.tx_id not in self.template.tx_ids for t in ready):
+        if (
+            self.template is None
+            or any(t.tx_id not in self.template.tx_ids for t in ready)
+            or self._deadline_passed_since(self.template.block.header.timestamp_ms)
+        ):
             out += self._new_template()
         return out
+
+    def _deadline_passed_since(self, stamped_ms: int) -> bool:
+        """Whether a contract deadline (ledger time) passed between the template's timestamp
+        and now: a fresh template then carries a time that runs the default.  Miners mine
+        empty blocks too, so blocks come every target interval; contracts never need more."""
+        for record in self.state.contracts.values():
+            engine = self.state.engines.get(record.engine) if record.active else None
+            due = engine.deadline(record) if engine else None
+            if due is not None and stamped_ms < due < self.now:
+                return True
+        return False
 
     def on_tip(self, sender: str, tip: PowTip) -> list[Action]:
         if tip.hash in self.tree.entries or tip.work <= self.tree.tip_entry.total_work:

@@ -53,7 +53,7 @@ OPS = {
 }
 ROLES = ("agent1", "agent2")
 MAX_PERIODS = 1000
-MAX_WINDOW = 1_000_000  # blocks
+MAX_WINDOW = 10_000_000  # seconds of ledger time (about 115 days)
 SECRET_SIZE = 32
 
 
@@ -81,13 +81,13 @@ class RiskSharing(Struct):
     auditor: bytes
     schedule: Schedule
     periods: int
-    windows: tuple[int, ...]  # blocks allowed for deposit, commit, report, reveal, audit
+    windows: tuple[int, ...]  # seconds allowed for deposit, commit, report, reveal, audit
     penalty: int
     audit_fee: int
     collateral: tuple[int, ...]  # held for agent 1 and agent 2
     period: int  # the current period, from 1 (0 while collateral is awaited)
     stage: str
-    deadline: int
+    deadline: int  # ledger time (ms, block timestamps) by which this stage is due
     commitments: tuple[bytes, ...]  # this period's, per agent; empty until made
     secrets: tuple[bytes, ...]  # this period's revealed secrets; empty until revealed
     reports: tuple[int, ...]  # every report so far, one per period
@@ -220,7 +220,7 @@ def create(args: Mapping[str, Any], ctx: Context) -> Effect:
     schedule.check_truth_telling()
     windows = args.get("windows")
     if not isinstance(windows, list) or len(windows) != len(WINDOWS):
-        raise ContractError("bad_terms", f"'windows' must be {len(WINDOWS)} block counts")
+        raise ContractError("bad_terms", f"'windows' must be {len(WINDOWS)} counts of seconds")
     periods = _int(args, "periods", 1, MAX_PERIODS, "bad_terms")
     penalty = _int(args, "penalty", 0, MAX_INT // (8 * MAX_PERIODS), "bad_terms")
     fee = _int(args, "audit_fee", 0, MAX_INT // (8 * MAX_PERIODS), "bad_terms")
@@ -250,7 +250,7 @@ def create(args: Mapping[str, Any], ctx: Context) -> Effect:
         -1,
         (RiskEvent(ctx.height, 0, "create", role, ctx.tx_id, 0, b"", ""),),
     )
-    rs = replace(rs, deadline=ctx.height + rs.windows[0])
+    rs = replace(rs, deadline=ctx.time_ms + 1000 * rs.windows[0])
     _check_commitment(rs)
     return Effect(rs.encode(), True)
 
@@ -305,8 +305,10 @@ def _check_move(rs: RiskSharing, op: str, args: Mapping[str, Any], ctx: Context)
         raise ContractError("already_moved", f"{op} is over for this period (now {rs.stage})")
     if wanted > now:
         raise ContractError("out_of_turn", f"{op} comes later; the contract is at {rs.stage}")
-    if ctx.height > rs.deadline:
-        raise ContractError("deadline_passed", f"{rs.stage} was due by height {rs.deadline}")
+    if ctx.time_ms > rs.deadline:
+        raise ContractError(
+            "deadline_passed", f"{rs.stage} was due by ledger time {rs.deadline} ms"
+        )
     return role
 
 
@@ -322,7 +324,7 @@ class _Step:
 
     def to_stage(self, stage: str) -> None:
         window = self.rs.windows[WINDOWS.index("deposit" if stage == ORDER[0] else stage)]
-        self.rs = replace(self.rs, stage=stage, deadline=self.ctx.height + window)
+        self.rs = replace(self.rs, stage=stage, deadline=self.ctx.time_ms + 1000 * window)
 
     # -- signed moves ------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ HONEST = (
     ("no_complaint", "buyer"),
     ("deny_fault", "seller"),
 )
-WINDOW = 100  # blocks per move: generous, so a loaded cluster never takes a default
+WINDOW = 600  # seconds per move: generous, so a loaded cluster never takes a default
 UNIT = 100  # ledger units per unit of the risk design's grid, as in node.cli.riskdemo
 SEED = 7
 

@@ -13,7 +13,7 @@ from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
 from node.cli.contractcalls import call, contract_id, show
 from node.cli.output import console
-from node.cli.risk import add_risk_arguments, cmd_risk
+from node.cli.risk import add_risk_arguments, cmd_risk, ledger_time
 from node.cluster.accounts import resolve_address
 from node.cluster.config import ClusterConfig
 
@@ -49,8 +49,9 @@ def add_contract_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
     offer.add_argument("--design", help="a `tally design exchange --json` file to use instead")
     offer.add_argument(
         "--windows",
-        default="20,20,20,20,20",
-        help="blocks allowed to accept,deliver,redeem,complain,admit",
+        default="3600,3600,3600,3600,3600",
+        help="seconds of ledger time allowed to accept,deliver,redeem,complain,admit "
+        "(default: an hour each)",
     )
     for name in ("offer", *MOVES, "show"):
         sp = (
@@ -125,7 +126,7 @@ def render(op: str, r: dict[str, Any]) -> None:
     console.print(
         f"exchange {r['id'][:16]}: {r['item']!r} for {r['price']}, stage "
         f"{r['stage']}"
-        + (f" (until height {r['deadline']})" if r["deadline"] else "")
+        + (f" (due by {ledger_time(r['deadline'])})" if r["deadline"] else "")
         + f", escrow {r['escrow']}"
         + (f", final state {r['final_state']}" if r["final_state"] else "")
     )

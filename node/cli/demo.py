@@ -120,7 +120,7 @@ async def exchanges(cfg: ClusterConfig) -> bool:
                     "deposit_seller": d.deposit("seller"),
                     "deposit_buyer": d.deposit("buyer"),
                     "table": table,
-                    "windows": [20] * 5,
+                    "windows": [30] * 5,  # seconds of ledger time per move
                 },
             )
             await play("B", "accept", cid, {})

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,20 @@ def _create_arguments(sp: argparse.ArgumentParser) -> None:
     )
     sp.add_argument("--unit", type=int, default=100, help="ledger units per design unit")
     sp.add_argument("--periods", type=int, default=10, help="periods to run (renews the design)")
-    sp.add_argument("--windows", default="20,20,20,20,20", help="blocks for " + ",".join(WINDOWS))
+    sp.add_argument(
+        "--windows",
+        default="3600,600,600,600,3600",
+        help="seconds of ledger time for "
+        + ",".join(WINDOWS)
+        + " (default: 3600,600,600,600,3600)",
+    )
     sp.add_argument("--penalty", type=int, help="for a withheld reveal or a breach")
     sp.add_argument("--audit-fee", type=int, help="agent 2 pays the auditor per audit")
+
+
+def ledger_time(ms: int) -> str:
+    """A deadline (ledger time: block timestamps, ms since the epoch) as UTC."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def cmd_risk(args: argparse.Namespace, cfg: ClusterConfig, url: str) -> int:
@@ -238,7 +250,7 @@ def render(op: str, r: dict[str, Any]) -> None:
     console.print(
         f"risk-sharing {r['id'][:16]}: period {r['period']} of {r['periods']}, stage "
         f"{r['stage']}"
-        + (f" (until height {r['deadline']})" if r["deadline"] else "")
+        + (f" (due by {ledger_time(r['deadline'])})" if r["deadline"] else "")
         + f"; collateral agent1 {r['collateral']['agent1']}, agent2 {r['collateral']['agent2']}"
     )
     table = Table("height", "period", "by", "event", "detail")

@@ -65,7 +65,7 @@ async def risk_sharing(cfg: ClusterConfig) -> bool:
             "auditor": signer_key(cfg, auditor).address,
             "schedule": schedule_args(schedule),
             "periods": PERIODS,
-            "windows": [40] * 5,
+            "windows": [30] * 5,  # seconds of ledger time per move
             "penalty": schedule.spread() + UNIT,
             "audit_fee": 0,
         }

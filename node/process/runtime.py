@@ -180,7 +180,10 @@ class NodeRuntime:
         """A contract call checked against the committed state, so the caller learns at once
         why it would fail (it is checked again when it executes): the ledger's own check."""
         try:
-            check_call(self.store.state, tx, self.store.height + 1)
+            # At the last block's time: the next block's is at least that (a move already
+            # late by the clock but not yet by a block is refused by its block's receipt).
+            last = self.store.last_header
+            check_call(self.store.state, tx, last.height + 1, last.timestamp_ms)
         except Unfunded as e:
             raise InsufficientFunds(str(e)) from None
         except ContractError as e:

@@ -36,9 +36,9 @@ PARTIES = (
     "seller5",
     "buyer5",
 )
-# Windows in blocks, for accept, deliver, redeem, complain, admit.  Empty heartbeat blocks come
-# every status interval while contracts wait, so a window is time: the stages a test moves in
-# get LONG ones (a loaded machine only makes the test slower), the ones it lets expire SHORT.
+# Windows in seconds of ledger time, for accept, deliver, redeem, complain, admit: the stages a
+# test moves in get LONG ones (a loaded machine only makes the test slower), the ones it lets
+# expire SHORT (the primary proposes an empty block once its clock passes the deadline).
 LONG, SHORT = 1000, 2
 DESIGN = design(exchange_game(ExchangeParams()))
 TABLE = [

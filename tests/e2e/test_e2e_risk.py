@@ -34,9 +34,9 @@ AUDITED = schedule_from_design(
 )
 PENALTY = 600
 FEE = 100
-# Windows in blocks, for deposit, commit, report, reveal, audit.  Empty heartbeat blocks come
-# every status interval while a contract waits, so a window is time: every stage a test moves in
-# gets a long one (a loaded machine only makes the test slower); a window meant to pass is short.
+# Windows in seconds of ledger time, for deposit, commit, report, reveal, audit: every stage a
+# test moves in gets a long one (a loaded machine only makes the test slower); a window meant to
+# pass is short (the primary proposes an empty block once its clock passes the deadline).
 LONG = 1000
 WINDOWS = [LONG] * 5
 
@@ -136,7 +136,7 @@ async def test_ten_periods_survive_a_killed_primary_and_end_identical_everywhere
     parties = Parties(cfg, "villager", "insurer", "n3")
     before = (await parties.balances())["n0"]
     # the reveal window is short: the insurer withholds its reveal in period 3 until it passes
-    await parties.open(TWO_PERIODS, periods=10, windows=[LONG, LONG, LONG, 15, LONG])
+    await parties.open(TWO_PERIODS, periods=10, windows=[LONG, LONG, LONG, 10, LONG])
     rng, primary, restart = random.Random(6), "", None
     incomes = [rng.randrange(3) for _ in range(10)]  # the villager's true incomes, reported
     for p in range(1, 11):
@@ -260,8 +260,8 @@ def test_cli_runs_a_period(cluster: ClusterConfig) -> None:
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)  # type: ignore[no-any-return]
 
-    # Each step is a CLI process: its start-up time must not pass a window (the default is
-    # 20 blocks, 4 s of heartbeat blocks here), so the contract's windows are long.
+    # Each step is a CLI process: its start-up time must not pass a window, so the
+    # contract's windows are long.
     windows = ",".join(map(str, WINDOWS))
     made = tally(
         *["create", "--from", "insurer", "--to", "villager", "--auditor", "n3"],

@@ -26,7 +26,8 @@ TABLE = [
     for s in STATES
     for v in (DESIGN.transfer(s, "seller"), DESIGN.transfer(s, "buyer"), DESIGN.burn(s))
 ]
-WINDOW = 3
+WINDOW = 3  # seconds of ledger time
+SECOND = 1000  # the test chain makes a block each second of ledger time
 
 
 class Chain:
@@ -41,7 +42,7 @@ class Chain:
 
     def block(self, *txs: Tx) -> list[str]:
         block, self.state, receipts = build_block(
-            self.state, self.parent, txs, "n0", self.parent.timestamp_ms + 1
+            self.state, self.parent, txs, "n0", self.parent.timestamp_ms + SECOND
         )
         self.parent: BlockHeader = block.header
         return [r.reason for r in receipts]

@@ -94,13 +94,15 @@ def accepted(record: ContractRecord, height: int) -> Events:
         for party, address in ADDRESS.items():
             for op in (*OPS, "offer"):
                 try:
-                    effect = ENGINE.apply(record, op, {}, Context(height, address, b"tx"))
+                    effect = ENGINE.apply(
+                        record, op, {}, Context(height, address, b"tx", time_ms=height)
+                    )
                 except ContractError:
                     continue
                 out[(party, op)] = (step(record, effect), height, flows(effect))
         late = ENGINE.deadline(record)
         assert late is not None
-        effect = ENGINE.on_deadline(record, Context(late + 1, b"", b""))
+        effect = ENGINE.on_deadline(record, Context(late + 1, b"", b"", time_ms=late + 1))
         out[("deadline", TIMEOUT)] = (step(record, effect), late + 1, flows(effect))
     _accepted[key] = out
     return out

@@ -28,11 +28,14 @@ from consensus.pbft.messages import (
     sign,
 )
 from consensus.pbft.proofs import valid_new_view, verify_certificate
-from consensus.pbft.replica import Replica
+from consensus.pbft.replica import STATUS_TIMER, Replica
+from contracts.exchange import Exchange
 from ledger.block import Batch, Block
+from ledger.contract import ContractError, ContractRecord, Effect
 from ledger.encoding import Struct
 from ledger.errors import InvalidBlock
-from ledger.tx import Tx, transfer
+from ledger.state import State
+from ledger.tx import Tx, contract_call, transfer
 from node.sim.cluster import SimCluster
 from node.sim.faults import Crash, FaultPlan
 
@@ -400,3 +403,71 @@ def test_state_transfer_asks_another_peer_when_one_is_silent() -> None:
     assert r.peer_heights[c.config.index_of(sent[0])] == 0  # the silent peer lost its claim
     retry = fetches(out)
     assert len(retry) == 1 and retry[0] != sent[0]
+
+
+# -- contract deadlines are ledger time: no heartbeat blocks ---------------------------------
+
+
+class _Clock:
+    """A contract engine whose one deadline (ledger time, ms) is its record's data."""
+
+    name = "clock"
+
+    def apply(self, record: object, op: str, args: object, ctx: object) -> Effect:
+        raise ContractError("bad_op", "no calls")
+
+    def deadline(self, record: ContractRecord) -> int | None:
+        return int(record.data.decode())
+
+    def on_deadline(self, record: ContractRecord, ctx: object) -> Effect:
+        return Effect(record.data, False)
+
+
+def proposals(actions: list[object]) -> list[PrePrepare]:
+    return [
+        a.message for a in actions if isinstance(a, Broadcast) and isinstance(a.message, PrePrepare)
+    ]
+
+
+def test_an_idle_primary_proposes_an_empty_batch_only_once_a_deadline_has_passed() -> None:
+    c = SimCluster(4, 1, accounts=ACCOUNTS)
+    r = c.replicas["n0"]
+    assert isinstance(r, Replica) and r.is_primary
+    due = 60_000  # ledger time of the open contract's deadline
+    record = ContractRecord(b"\x01" * 32, "clock", str(due).encode(), 0, True)
+    r.state = State(r.state.accounts, {record.contract_id: record}, engines={"clock": _Clock()})
+    for now in range(1_000, due + 1, 500):  # a status timer every 500 ms: nothing to propose
+        assert proposals(r.step(TimerFired(STATUS_TIMER), now)) == [], now
+    (pp,) = proposals(r.step(TimerFired(STATUS_TIMER), due + 1))  # our clock is past it
+    assert pp.batch is not None and pp.batch.txs == () and pp.batch.proposed_ms == due + 1
+    again = proposals(r.step(TimerFired(STATUS_TIMER), due + 1_001))  # a retransmission at most
+    assert all(p == pp for p in again) and r.next_seq == pp.seq + 1
+
+
+def test_an_idle_cluster_with_an_open_contract_adds_a_block_only_when_a_window_passes() -> None:
+    c = SimCluster(4, 2, accounts=ACCOUNTS)
+    alice, bob = c.accounts["alice"], c.accounts["bob"]
+    terms = {
+        "role": "seller",
+        "counterparty": bob.address,
+        "item": "a lamp",
+        "price": 100,
+        "deposit_seller": 0,
+        "deposit_buyer": 0,
+        "table": [100, 0, 0] * 8,
+        "windows": [30] * 5,  # seconds of ledger time
+    }
+    offer = contract_call(alice, c.genesis.chain_id, 0, "exchange", "offer", b"", terms)
+    c.submit("n1", offer)
+
+    def stage() -> str | None:
+        record = c.nodes["n0"].store.state.contracts.get(offer.tx_id)
+        return Exchange.decode(record.data).stage if record else None
+
+    assert c.run_until(lambda: stage() == "await_accept", 10_000)
+    height, offered_ms = c.height("n0"), c.nodes["n0"].store.last_header.timestamp_ms
+    c.run_until(lambda: False, offered_ms + 29_000)  # idle, the offer's window still open
+    assert [c.height(n) for n in c.nodes] == [height] * 4, "an idle cluster added blocks"
+    assert c.run_until(lambda: stage() == "cancelled", offered_ms + 40_000)
+    assert c.height("n0") == height + 1  # one empty block, stamped after the deadline
+    assert c.nodes["n0"].store.last_header.timestamp_ms > offered_ms + 30_000

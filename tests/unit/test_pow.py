@@ -29,12 +29,14 @@ from consensus.pow.difficulty import (
 )
 from consensus.pow.replica import PowReplica, Recent
 from consensus.pow.seal import PowSeal, make_seal, pow_value, search, work_prefix
+from contracts.exchange import Exchange
 from ledger.block import Block, Genesis, Member
 from ledger.crypto import KeyPair
 from ledger.state import State, apply_block, build_block, genesis_header
 from ledger.store import Store
-from ledger.tx import Tx, transfer
+from ledger.tx import Tx, contract_call, transfer
 from node.engines import chain_engines
+from node.sim.cluster import SimCluster
 
 KEYS = {f"n{i}": KeyPair(bytes([i + 1]) * 32) for i in range(3)}
 ALICE, BOB, MALLORY = (KeyPair(bytes([0x40 + i]) * 32) for i in range(3))
@@ -288,3 +290,39 @@ def test_the_target_follows_the_retarget_rule_along_a_chain() -> None:
     first = bits_to_target(bits[0])
     assert bits[:3] == [bits[0]] * 3
     assert bits_to_target(bits[3]) < first, "faster than the target: harder"
+
+
+def test_a_contract_deadline_runs_in_the_first_mined_block_stamped_past_it() -> None:
+    """Miners mine empty blocks too, so a window passes under PoW without heartbeats; the
+    default runs by block timestamp: in the first block stamped at or past the deadline."""
+    c = SimCluster(4, 3, accounts={"alice": 10**6, "bob": 10**6}, consensus="pow")
+    alice, bob = c.accounts["alice"], c.accounts["bob"]
+    terms = {
+        "role": "seller",
+        "counterparty": bob.address,
+        "item": "a lamp",
+        "price": 100,
+        "deposit_seller": 0,
+        "deposit_buyer": 0,
+        "table": [100, 0, 0] * 8,
+        "windows": [10] * 5,  # seconds of ledger time
+    }
+    offer = contract_call(alice, c.genesis.chain_id, 0, "exchange", "offer", b"", terms)
+    seen: list[tuple[int, str]] = []  # (block timestamp, stage after it), as n1 commits
+
+    def stage() -> str | None:
+        record = c.nodes["n1"].store.state.contracts.get(offer.tx_id)
+        return Exchange.decode(record.data).stage if record else None
+
+    def committed(node: str, block: Block) -> None:
+        if node == "n1" and (now := stage()) is not None:
+            seen.append((block.header.timestamp_ms, now))
+
+    c.on_commit.append(committed)
+    c.submit("n0", offer)
+    assert c.run_until(lambda: stage() is not None, 60_000)
+    record = c.nodes["n1"].store.state.contracts[offer.tx_id]
+    due = Exchange.decode(record.data).deadline
+    assert c.run_until(lambda: stage() == "cancelled", due + 120_000)
+    assert seen and all(st == "await_accept" for ts, st in seen if ts < due), seen
+    assert [st for ts, st in seen if ts >= due][:1] == ["cancelled"], seen

@@ -37,7 +37,8 @@ TWO_PERIODS = schedule_from_design(design_risk(RiskProblem(**{**BASE.__dict__, "
 AUDITED = schedule_from_design(
     design_risk(RiskProblem(**{**BASE.__dict__, "audit_cost": 1.0})), 100
 )
-WINDOW = 3
+WINDOW = 3  # seconds of ledger time
+SECOND = 1000  # the test chain makes a block each second of ledger time
 PENALTY = 450  # transfers span -200..200 and the audit fee is 7
 
 
@@ -59,7 +60,7 @@ class Chain:
 
     def block(self, *txs: Any) -> list[str]:
         block, self.state, receipts = build_block(
-            self.state, self.parent, txs, "n0", self.parent.timestamp_ms + 1
+            self.state, self.parent, txs, "n0", self.parent.timestamp_ms + SECOND
         )
         self.parent = block.header
         assert self.state.total_supply() == self.supply, "money is conserved"
