@@ -38,6 +38,7 @@ from ledger.state import State
 from ledger.tx import Tx, contract_call, transfer
 from node.sim.cluster import SimCluster
 from node.sim.faults import Crash, FaultPlan
+from tests.helpers.contracts import lamp_offer
 
 ACCOUNTS = {"alice": 10**9, "bob": 10**9, "carol": 10**9}
 
@@ -447,16 +448,7 @@ def test_an_idle_primary_proposes_an_empty_batch_only_once_a_deadline_has_passed
 def test_an_idle_cluster_with_an_open_contract_adds_a_block_only_when_a_window_passes() -> None:
     c = SimCluster(4, 2, accounts=ACCOUNTS)
     alice, bob = c.accounts["alice"], c.accounts["bob"]
-    terms = {
-        "role": "seller",
-        "counterparty": bob.address,
-        "item": "a lamp",
-        "price": 100,
-        "deposit_seller": 0,
-        "deposit_buyer": 0,
-        "table": [100, 0, 0] * 8,
-        "windows": [30] * 5,  # seconds of ledger time
-    }
+    terms = lamp_offer(bob.address, window_s=30)  # seconds of ledger time
     offer = contract_call(alice, c.genesis.chain_id, 0, "exchange", "offer", b"", terms)
     c.submit("n1", offer)
 

@@ -37,6 +37,7 @@ from ledger.store import Store
 from ledger.tx import Tx, contract_call, transfer
 from node.engines import chain_engines
 from node.sim.cluster import SimCluster
+from tests.helpers.contracts import lamp_offer
 
 KEYS = {f"n{i}": KeyPair(bytes([i + 1]) * 32) for i in range(3)}
 ALICE, BOB, MALLORY = (KeyPair(bytes([0x40 + i]) * 32) for i in range(3))
@@ -297,16 +298,7 @@ def test_a_contract_deadline_runs_in_the_first_mined_block_stamped_past_it() -> 
     default runs by block timestamp: in the first block stamped at or past the deadline."""
     c = SimCluster(4, 3, accounts={"alice": 10**6, "bob": 10**6}, consensus="pow")
     alice, bob = c.accounts["alice"], c.accounts["bob"]
-    terms = {
-        "role": "seller",
-        "counterparty": bob.address,
-        "item": "a lamp",
-        "price": 100,
-        "deposit_seller": 0,
-        "deposit_buyer": 0,
-        "table": [100, 0, 0] * 8,
-        "windows": [10] * 5,  # seconds of ledger time
-    }
+    terms = lamp_offer(bob.address, window_s=10)  # seconds of ledger time
     offer = contract_call(alice, c.genesis.chain_id, 0, "exchange", "offer", b"", terms)
     seen: list[tuple[int, str]] = []  # (block timestamp, stage after it), as n1 commits
 
