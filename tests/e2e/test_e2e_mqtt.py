@@ -173,6 +173,7 @@ async def _take(client: aiomqtt.Client, count: int) -> Any:
                 return
 
 
+@pytest.mark.slow  # test_mqtt_transport.py reconnects after a broker restart in the default lane
 async def test_the_cluster_survives_a_broker_restart_and_loses_nothing(
     cluster: ClusterConfig,
 ) -> None:

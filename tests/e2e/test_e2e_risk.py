@@ -129,6 +129,7 @@ class Parties:
         return out
 
 
+@pytest.mark.slow  # the default lane plays a period through the CLI (test_cli_runs_a_period)
 async def test_ten_periods_survive_a_killed_primary_and_end_identical_everywhere(
     cluster: ClusterConfig,
 ) -> None:

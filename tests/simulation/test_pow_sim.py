@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from consensus.pow.replica import PowReplica
 from ledger.state import State, apply_block
 from ledger.tx import transfer
@@ -118,6 +120,7 @@ def test_double_spends_succeed_far_more_often_with_a_majority() -> None:
     assert majority >= 0.9 and minority <= 0.1, (majority, minority)
 
 
+@pytest.mark.slow  # a sweep of simulated attacks against the exact analysis
 def test_the_measured_double_spend_rate_matches_the_exact_analysis() -> None:
     measured = success_rate(0.3, 2, 120, first_seed=1000)
     assert abs(measured - exact(0.3, 2)) < 0.12, (measured, exact(0.3, 2))
