@@ -210,48 +210,18 @@ async def test_bad_moves_get_clear_errors_and_change_nothing(cluster: ClusterCon
     await refused(seller, "deliver", "contract_closed")
 
 
-def test_cli_show(cluster: ClusterConfig) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "node.cli.main",
-            "-c",
-            str(cluster.path),
-            "contract",
-            "exchange",
-            "offer",
-            "--from",
-            "seller1",
-            "--to",
-            "buyer1",
-            "--windows",  # long: the CLI's start-up time must not expire the offer
-            ",".join([str(LONG)] * 5),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def cli_json(cluster: ClusterConfig, *args: str) -> Any:
+    """`tally -c <cluster> ARGS --json`, which must succeed; its JSON."""
+    cmd = [sys.executable, "-m", "node.cli.main", "-c", str(cluster.path), *args, "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    cid = json.loads(out.stdout)["contract_id"]
-    shown = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "node.cli.main",
-            "-c",
-            str(cluster.path),
-            "contract",
-            "exchange",
-            "show",
-            "--id",
-            cid,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    view = json.loads(shown.stdout)
+    return json.loads(out.stdout)
+
+
+def test_cli_show(cluster: ClusterConfig) -> None:
+    # long windows: the CLI's start-up time must not expire the offer
+    windows = ",".join([str(LONG)] * 5)
+    offer = ["offer", "--from", "seller1", "--to", "buyer1", "--windows", windows]
+    cid = cli_json(cluster, "contract", "exchange", *offer)["contract_id"]
+    view = cli_json(cluster, "contract", "exchange", "show", "--id", cid)
     assert view["stage"] == "await_accept" and view["price"] == 100 and len(view["table"]) == 8

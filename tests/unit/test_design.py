@@ -23,6 +23,7 @@ from contracts.design.exchange import (
     moore_repullo_game,
 )
 from contracts.design.game import Node, constraints, spe_outcome, subgame_perfect, variables
+from tests.helpers.exchange import KEEP_COST_ON, RANGES
 
 
 def assert_sound(params: ExchangeParams, objective: str = "deposits", margin: int = 1) -> None:
@@ -93,16 +94,8 @@ def test_when_the_keep_cost_falls_is_a_parameter_and_changes_the_deposits() -> N
 
 params = st.builds(
     ExchangeParams,
-    price=st.integers(20, 500),
-    value_high=st.integers(50, 800),
-    value_low=st.integers(0, 400),
-    cost_high=st.integers(0, 300),
-    cost_low=st.integers(0, 150),
-    keep_cost=st.integers(0, 30),
-    pickup_cost=st.integers(0, 30),
-    complaint_cost=st.integers(0, 10),
-    fault_distaste=st.integers(0, 60),
-    keep_cost_on=st.sampled_from(["delivery", "unredeemed"]),
+    **{name: st.integers(low, high) for name, (low, high) in RANGES.items()},
+    keep_cost_on=st.sampled_from(KEEP_COST_ON),
 )
 
 

@@ -33,6 +33,7 @@ from contracts.design.game import Leaf, Move, Node, Tree
 from contracts.exchange import OPS, STAGES, Exchange, ExchangeEngine
 from ledger.contract import Context, ContractError, ContractRecord, Effect
 from ledger.crypto import ADDRESS_SIZE
+from tests.helpers.exchange import random_params
 
 ENGINE = ExchangeEngine()
 ADDRESS = {SELLER: b"\x01" * ADDRESS_SIZE, BUYER: b"\x02" * ADDRESS_SIZE}
@@ -273,22 +274,6 @@ def test_the_issues_reproduction_no_longer_pays_the_seller_to_deliver_nothing() 
     assert honest[SELLER] >= 0 and honest[BUYER] >= 0
     nothing = d.transfer("XCF", SELLER) - d.deposit(SELLER)  # refund, complaint, admission
     assert nothing < honest[SELLER]
-
-
-def random_params(rng: random.Random) -> ExchangeParams:
-    """The ranges of tests/unit/test_design.py's drawn parameters."""
-    return ExchangeParams(
-        price=rng.randint(20, 500),
-        value_high=rng.randint(50, 800),
-        value_low=rng.randint(0, 400),
-        cost_high=rng.randint(0, 300),
-        cost_low=rng.randint(0, 150),
-        keep_cost=rng.randint(0, 30),
-        pickup_cost=rng.randint(0, 30),
-        complaint_cost=rng.randint(0, 10),
-        fault_distaste=rng.randint(0, 60),
-        keep_cost_on=rng.choice(["delivery", "unredeemed"]),
-    )
 
 
 def feasible(count: int, seed: int) -> Iterator[tuple[ExchangeParams, Design]]:
