@@ -66,6 +66,8 @@ class Tag(IntEnum):
     POW_SEAL = 0x26
     POW_TIP = 0x27
     ENVELOPE = 0x28
+    SEALED = 0x29
+    SEALED_EVENT = 0x2A
 
 
 SIGNING_BIT = 0x80  # a struct's signing bytes use its tag | 0x80, so they never equal an encoding
