@@ -65,6 +65,11 @@ class AgvProblem:
             raise AgvDesignError("prior and utility need one entry per agent")
         if not self.decisions:
             raise AgvDesignError("there must be at least one decision")
+        for i, ts in enumerate(self.types):
+            if len(self.prior[i]) != len(ts) or len(self.utility[i]) != len(ts):
+                raise AgvDesignError(f"agent {i} needs a probability and a utility per type")
+            if any(len(row) != len(self.decisions) for row in self.utility[i]):
+                raise AgvDesignError(f"agent {i} needs a utility per decision for each type")
 
 
 @dataclass(frozen=True)

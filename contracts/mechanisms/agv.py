@@ -115,7 +115,7 @@ def check_agv(terms: Mapping[str, Any]) -> list[str]:
         t = parse_terms(terms)
     except ValueError as e:
         return [f"shape: {e}"]
-    return [*_prior(t), *_efficient(t), *_budget(t), *_bic(t)]
+    return failures(t)
 
 
 class AgvRule:
@@ -129,9 +129,9 @@ class AgvRule:
             raise BadTerms(f"shape: {e}") from e
         if t.agents != parties:
             raise BadTerms(f"the terms are for {t.agents} agents, the contract has {parties}")
-        failures = [*_prior(t), *_efficient(t), *_budget(t), *_bic(t)]
-        if failures:
-            raise BadTerms("unsafe design: " + "; ".join(failures), reason="unsafe_design")
+        failed = failures(t)
+        if failed:
+            raise BadTerms("unsafe design: " + "; ".join(failed), reason="unsafe_design")
         return t.stored()
 
     def min_deposit(self, terms: Mapping[str, Any], index: int) -> int:
@@ -249,6 +249,11 @@ def _fraction(value: Any, what: str) -> Fraction:
 
 
 # -- the exact checks ----------------------------------------------------------------
+
+
+def failures(t: AgvTerms) -> list[str]:
+    """The failed exact checks of well-formed terms (the shape is parse_terms')."""
+    return [*_prior(t), *_efficient(t), *_budget(t), *_bic(t)]
 
 
 def _prior(t: AgvTerms) -> list[str]:

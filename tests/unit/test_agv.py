@@ -195,6 +195,8 @@ def test_problem_validation() -> None:
         public_good((0, 40), (F(1, 2), F(1, 3)))
     with pytest.raises(AgvDesignError):
         AgvProblem(("a",), (("x",),), ((F(1),),), (((F(0),),),))  # one agent
+    with pytest.raises(AgvDesignError, match="per decision"):
+        AgvProblem(("a", "b"), (("x",),) * 2, ((F(1),),) * 2, (((F(0),),),) * 2)
 
 
 CREATOR, A, B, C = keys(4)
