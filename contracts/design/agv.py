@@ -119,6 +119,8 @@ class AgvDesign:
             "agv_minus_pivot": _differences(self.expected_agv, self.expected_pivot),
             "budget": {k: [str(lo), str(hi)] for k, (lo, hi) in self.budget.items()},
             "bic_slack": None if self.bic_slack is None else str(self.bic_slack),
+            # a figure, not a check: AGV does not promise interim IR (low types may lose)
+            "interim_ir": all(u >= 0 for row in self.interim_utility for u in row),
         }
 
 

@@ -118,3 +118,5 @@ def _render(d: AgvDesign) -> None:
     )
     passed = ", ".join(k for k, ok in out["checks"].items() if ok)
     console.print(f"[green]verified exactly[/]: {passed}; least BIC slack {out['bic_slack']}")
+    if not out["interim_ir"]:
+        console.print("not interim IR: some type expects to lose (AGV does not promise it)")

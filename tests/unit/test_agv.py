@@ -69,6 +69,7 @@ def test_public_good_numbers() -> None:
     assert names[profile_index(t["types"], [0, 1, 2])] == "skip"  # 0 + 40 + 80 == 120
     j = d.to_json()
     assert j["mechanism"] == "agv" and j["terms"] == t
+    assert j["interim_ir"] is False
     assert j["agv_minus_vcg"] == ["-400/27"] * 3 and j["agv_minus_pivot"] == ["80/27"] * 3
 
 
