@@ -1,0 +1,1 @@
+"""The mechanisms the contract kernel runs: each a Rule (contracts/kernel/rule.py)."""
