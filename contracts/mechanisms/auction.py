@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.kernel.rule import BadMessage, BadTerms, Seats, Settlement
+from contracts.kernel.rule import BadMessage, BadTerms, MissingCommit, Seats, Settlement
 from ledger.encoding import hash_bytes, pack
 
 FORMATS = ("first", "second", "vcg")
@@ -103,8 +103,8 @@ def bid_vector(value: Any, units: int) -> list[int]:
 
 
 class AuctionRule:
-    name = "auction"
-    missing_commit = "absent"  # a bidder who never commits is simply out
+    name: str = "auction"
+    missing_commit: MissingCommit = "absent"  # a bidder who never commits is simply out
 
     def terms(self, args: Mapping[str, Any], parties: int) -> dict[str, Any]:
         terms = parse_terms(args)

@@ -36,7 +36,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from contracts.kernel.rule import BadMessage, BadTerms, Seats, Settlement
+from contracts.kernel.rule import BadMessage, BadTerms, MissingCommit, Seats, Settlement
 from contracts.mechanisms.auction import Check, dsic_witness, harness_seats
 from ledger.crypto import ADDRESS_SIZE
 
@@ -105,8 +105,8 @@ def parse_verify(value: Any, cap: int) -> dict[str, Any]:
 
 
 class PivotRule:
-    name = "pivot"
-    missing_commit = "cancel"  # the decision needs every agent's share
+    name: str = "pivot"
+    missing_commit: MissingCommit = "cancel"  # the decision needs every agent's share
 
     def terms(self, args: Mapping[str, Any], parties: int) -> dict[str, Any]:
         terms = parse_terms(args, parties)

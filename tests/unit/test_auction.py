@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 
 from contracts.design.auction import DesignError, default_terms, design_auction
+from contracts.kernel.engine import KernelEngine
 from contracts.kernel.rule import BadMessage, BadTerms, Seats
 from contracts.mechanisms.auction import AuctionRule, harness_seats, tie_key
+from ledger.contract import engine_table
 from node.cli import design_auction as cli
+from tests.helpers.sealed import WINDOW, SealedChain, keys
 
 RULE = AuctionRule()
 SEATS = harness_seats(3)
@@ -199,3 +202,42 @@ def test_cli_auction(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0 and "dsic" in out
     rc, out = run_cli(["auction", "--units", "2", "--json"], capsys)
     assert rc == 1 and "units" in json.loads(out)["message"]
+
+
+def test_on_the_ledger_a_non_revealer_forfeits_and_the_seller_is_paid() -> None:
+    seller, a, b, c = keys(4)
+    ch = SealedChain(engine_table(KernelEngine(RULE)), [seller, a, b, c])
+    start = {k.address: ch.balance(k) for k in (seller, a, b, c)}
+    terms = {"format": "second", "units": 1, "reserve": 10}
+    assert ch.create("auction", seller, [a, b, c], penalty=5, terms=terms) == "ok"
+    for key, amount in ((a, 100), (b, 500), (c, 60)):  # b's deposit hides its bid
+        assert ch.call(key, "deposit", amount=amount) == "ok"
+    for key, bid in ((a, 90), (b, 40), (c, 55)):
+        assert ch.commit(key, bid) == "ok"
+    before = ch.contract()
+    assert ch.call(a, "reveal", message=[101], salt=bytes(32)) == "bad_reveal"
+    assert ch.contract() == before  # a refused call changes nothing
+    assert ch.reveal(b, 40) == "ok"
+    assert ch.reveal(c, 55) == "ok"
+    ch.wait(WINDOW + 1)  # a never reveals: its bid is absent and it forfeits the penalty
+    s = ch.contract()
+    assert s.phase == "settled"
+    assert s.outcome["units"] == [0, 0, 1] and s.outcome["payments"] == [0, 0, 40]
+    assert s.outcome["forfeits"] == [5, 0, 0]
+    assert ch.balance(a) == start[a.address] - 5
+    assert ch.balance(b) == start[b.address]
+    assert ch.balance(c) == start[c.address] - 40
+    assert ch.balance(seller) == start[seller.address] + 40
+
+
+def test_on_the_ledger_a_bid_above_the_deposit_is_refused() -> None:
+    seller, a = keys(2)
+    ch = SealedChain(engine_table(KernelEngine(RULE)), [seller, a])
+    assert ch.create("auction", seller, [a], terms={"format": "first"}) == "ok"
+    assert ch.call(a, "deposit", amount=30) == "ok"
+    assert ch.commit(a, 31) == "ok"
+    before = ch.contract()
+    assert ch.reveal(a, 31) == "bad_message"
+    assert ch.contract() == before
+    unsafe = {"format": "first", "verify": {"bidders": 2, "values": [0, 5, 9], "claims": ["dsic"]}}
+    assert ch.create("auction", seller, [a], terms=unsafe) == "unsafe_design"

@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 
 from contracts.design.pivot import DesignError, default_terms, design_pivot
+from contracts.kernel.engine import KernelEngine
 from contracts.kernel.rule import BadMessage, BadTerms
 from contracts.mechanisms.auction import harness_seats
 from contracts.mechanisms.pivot import PivotRule, min_deposit
+from ledger.contract import BURN_ADDRESS, engine_table
 from node.cli import design_auction as cli
+from tests.helpers.sealed import WINDOW, SealedChain, keys
 
 RULE = PivotRule()
 SEATS = harness_seats(3)
@@ -171,3 +174,32 @@ def test_cli_pivot(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 1 and "equal whole shares" in out
     rc, out = run_cli(["pivot", "--cost", "100", "--shares", "50,30,20"], capsys)
     assert rc == 0 and "verified" in out
+
+
+def test_on_the_ledger_built_with_a_tax_burnt_and_a_missing_commit_cancels() -> None:
+    builder, a, b, c = keys(4)
+    ch = SealedChain(engine_table(KernelEngine(RULE)), [builder, a, b, c])
+    start = {k.address: ch.balance(k) for k in (builder, a, b, c)}
+    terms = design_pivot(90, agents=3).terms
+    assert ch.create("pivot", builder, [a, b, c], penalty=1, terms=terms) == "ok"
+    for key in (a, b, c):
+        assert ch.call(key, "deposit", amount=60) == "ok"  # min_deposit: 30 + max(30, 30)
+    assert ch.commit(a, 60) == "deposit_too_small"  # the penalty comes on top
+    for key, wtp in ((a, 60), (b, 40), (c, 0)):
+        assert ch.call(key, "deposit", amount=1) == "ok"
+        assert ch.commit(key, wtp) == "ok"
+    for key, wtp in ((a, 60), (b, 40), (c, 0)):
+        assert ch.reveal(key, wtp) == "ok"
+    s = ch.contract()
+    assert s.phase == "settled" and s.outcome["build"] and s.outcome["taxes"] == [20, 0, 0]
+    assert s.outcome["burn"] == 20
+    assert [ch.balance(k) - start[k.address] for k in (builder, a, b, c)] == [90, -50, -30, -30]
+    assert ch.state.balance(BURN_ADDRESS) == 20  # the surplus is burnt, nobody gets it
+    # a party that never commits cancels the decision: every deposit back
+    assert ch.create("pivot", builder, [a, b, c], terms=terms) == "ok"
+    for key in (a, b):
+        assert ch.call(key, "deposit", amount=60) == "ok"
+        assert ch.commit(key, 60) == "ok"
+    ch.wait(WINDOW + 1)
+    assert ch.contract().phase == "cancelled"
+    assert ch.balance(a) == start[a.address] - 50
