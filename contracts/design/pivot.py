@@ -23,10 +23,9 @@ from typing import Any
 
 from contracts.kernel.lottery import stored
 from contracts.kernel.rule import BadTerms
-from contracts.mechanisms.auction import Check, harness_seats
+from contracts.mechanisms.auction import MAX_CHECK_COMPARISONS, Check, harness_seats
 from contracts.mechanisms.pivot import (
     CHECKS,
-    MAX_CHECK_COMPARISONS,
     PivotRule,
     check_pivot,
     min_deposit,

@@ -224,7 +224,7 @@ def check_size(types: int, n: int) -> int:
     if work > MAX_CHECK_COMPARISONS:
         raise ValueError(
             f"the exhaustive check needs {types}^{n} * {n} * {types} = {work} comparisons, "
-            f"over the bound {MAX_CHECK_COMPARISONS}: use fewer values, bidders or units"
+            f"over the bound {MAX_CHECK_COMPARISONS}: use fewer values or parties (or units)"
         )
     return work
 

@@ -15,12 +15,12 @@ Each agent pays its share when the good is built, plus its tax.  The builder
 
 Where the surplus goes: the taxes are the scheme's budget surplus.  They go to the terms'
 `surplus_to` account (an outsider, such as a charity or the builder) or are burnt
-(`surplus_to` = b"").  The surplus is never negative, because every tax is an absolute
-value (the slides: the pivot h_i guarantees sum_i t_i <= 0, the principal never pays).
-It must not go back to the agents: a rebate to i of any part of the others' taxes depends
-on i's own report (through them), which gives i a reason to misreport and breaks
-dominant-strategy incentive compatibility; an outside account or a burn depends on no
-agent's utility.
+(`surplus_to` = b"", or when `surplus_to` is one of the agents).  The surplus is never
+negative, because every tax is an absolute value (the slides: the pivot h_i guarantees
+sum_i t_i <= 0, the principal never pays).  It must not go back to the agents: a rebate
+to i of any part of the others' taxes depends on i's own report (through them), which
+gives i a reason to misreport and breaks dominant-strategy incentive compatibility; an
+outside account or a burn depends on no agent's utility.
 
 `check_pivot` is the exact, exhaustive check on a grid of reports, run through the very
 `settle_pivot` the contract runs; the designer reports it and `PivotRule.terms` re-runs
@@ -32,19 +32,25 @@ decision (the slides: "their IR may be violated").
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from contracts.kernel.rule import BadMessage, BadTerms, MissingCommit, Seats, Settlement
-from contracts.mechanisms.auction import Check, dsic_witness, harness_seats
+
+# The exhaustive-check harness and its bounds are shared with the auction (one source).
+from contracts.mechanisms.auction import (
+    MAX_CHECK_VALUES,
+    MAX_VALUE,
+    Check,
+    check_size,
+    dsic_witness,
+    harness_seats,
+)
 from ledger.crypto import ADDRESS_SIZE
 
 MAX_AGENTS = 64
-MAX_AMOUNT = 10**12  # the largest cost, share or cap
+MAX_AMOUNT = MAX_VALUE  # the largest cost, share or cap
 CHECKS = ("dsic", "budget", "surplus", "clarke", "deposit", "ir")
-MAX_CHECK_VALUES = 8
-MAX_CHECK_COMPARISONS = 200_000  # g^n * n * g comparisons of the exhaustive check
 
 
 def _amount(value: Any, what: str) -> int:
@@ -166,7 +172,9 @@ def settle_pivot(
     pay = [c * build + tax for c, tax in zip(terms["shares"], taxes, strict=True)]
     surplus = sum(taxes)
     receipts: dict[bytes, int] = {seats.creator: terms["cost"]} if build else {}
-    to = terms["surplus_to"]
+    # A surplus account that is also an agent would hand it part of the others' taxes,
+    # which its own report moves: that breaks DSIC, so the surplus is burnt instead.
+    to = b"" if terms["surplus_to"] in seats.parties else terms["surplus_to"]
     if surplus and to:
         receipts[to] = receipts.get(to, 0) + surplus
     return Settlement(
@@ -180,21 +188,12 @@ def settle_pivot(
             "taxes": taxes,
             "payments": pay,
             "surplus": surplus,
+            "surplus_to": to.hex(),  # "": burnt
         },
     )
 
 
 # --- the exact checks: one function, run by the designer and by `terms` at create ---
-
-
-def check_size(types: int, n: int) -> int:
-    work = math.prod([types] * n) * n * types
-    if work > MAX_CHECK_COMPARISONS:
-        raise ValueError(
-            f"the exhaustive check needs {types}^{n} * {n} * {types} = {work} comparisons, "
-            f"over the bound {MAX_CHECK_COMPARISONS}: use fewer values or agents"
-        )
-    return work
 
 
 def check_pivot(terms: Mapping[str, Any], values: Sequence[int]) -> dict[str, Check]:
@@ -268,7 +267,8 @@ def direct_taxes(shares: Sequence[int], reports: Sequence[int]) -> list[int]:
 def _budget_ok(terms: Mapping[str, Any], s: Settlement, seats: Seats) -> bool:
     """Conserved, and when built the builder gets exactly K, which the shares paid cover."""
     cost = terms["cost"] * s.outcome["build"]
-    surplus_too = s.outcome["surplus"] if terms["surplus_to"] == seats.creator else 0
+    to = bytes.fromhex(s.outcome["surplus_to"])
+    surplus_too = s.outcome["surplus"] if to == seats.creator else 0
     shares_paid = sum(terms["shares"]) * s.outcome["build"]
     conserved = -sum(s.transfers) == sum(s.receipts.values()) + s.burn
     return conserved and s.receipts.get(seats.creator, 0) - surplus_too == cost == shares_paid
@@ -276,7 +276,7 @@ def _budget_ok(terms: Mapping[str, Any], s: Settlement, seats: Seats) -> bool:
 
 def _surplus_ok(terms: Mapping[str, Any], s: Settlement, seats: Seats) -> bool:
     """Every tax >= 0, and the surplus leaves to surplus_to or the burn, never to an agent."""
-    surplus, to = s.outcome["surplus"], terms["surplus_to"]
+    surplus, to = s.outcome["surplus"], bytes.fromhex(s.outcome["surplus_to"])
     away = s.receipts.get(to, 0) if to else s.burn
     if to == seats.creator:
         away -= terms["cost"] * s.outcome["build"]

@@ -55,10 +55,15 @@ def test_not_built_with_taxes() -> None:
 def test_the_surplus_goes_to_the_named_account() -> None:
     s = RULE.settle(terms(surplus_to=CHARITY), [60, 40, 0], SEATS)
     assert dict(s.receipts) == {BUILDER: 90, CHARITY: 20} and s.burn == 0
+    assert s.outcome["surplus_to"] == CHARITY.hex()
     assert RULE.terms({**terms(), "surplus_to": CHARITY.hex()}, 3)["surplus_to"] == CHARITY
     # the builder may be the surplus account too: one receipt, K plus the surplus
     same = RULE.settle(terms(surplus_to=BUILDER), [60, 40, 0], SEATS)
     assert dict(same.receipts) == {BUILDER: 110}
+    # an agent as the surplus account would be rebated others' taxes (not DSIC): burnt
+    agent = RULE.settle(terms(surplus_to=SEATS.parties[1]), [60, 40, 0], SEATS)
+    assert dict(agent.receipts) == {BUILDER: 90} and agent.burn == 20
+    assert agent.outcome["surplus_to"] == ""
 
 
 def test_exactly_covering_the_cost_builds_and_nobody_pays_tax() -> None:
