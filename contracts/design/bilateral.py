@@ -9,28 +9,34 @@ LP's constraint families (every row is named, "IR_seller[s=3]"):
 - budget: "ex_ante" (the buyer pays t_B, the seller receives t_S, E[t_B - t_S] >= 0: the
   statement on the slides) or "ex_post" (one payment t: what the contract deploys);
 - efficiency (optional): p = 1 where b > s, p = 0 where b < s (free at b == s);
-- bounds: 0 <= p <= 1.
+- bounds: 0 <= p <= 1 (always kept).
 
 The objective is the expected gains from trade E[p·(b - s)].
 
-- With efficiency and overlapping supports the LP is infeasible: that is the theorem.  The
-  designer reports which families conflict (is the LP feasible once that family alone is
-  dropped?) and a Farkas certificate: nonnegative rational weights on the rows whose weighted
-  sum has every coefficient 0 but a positive right-hand side (0 >= c > 0), found by a
-  certificate LP, made exact, and verified in Fractions (`verify_certificate`).
-  On a finite grid the theorem needs enough overlap: with few types incentive constraints
-  have slack, and efficient trade can be feasible even when the supports overlap (buyer
-  {1, 3}, seller {0, 2}); the LP decides, and a feasible design is verified like any other.
-- Without efficiency: the second best with an ex post balanced payment.  HiGHS's vertex is
-  made exact (the smallest denominators that pass), verified by the contract's own check
-  (`contracts.mechanisms.bilateral.failures`); rows that rounding broke get a margin and the
-  LP is solved again (the pattern of `contracts.design.risk.design_risk`).
+- With efficiency and overlapping supports the LP is infeasible: that is the theorem (with
+  the weaker ex ante budget, so the ex post LP is infeasible too).  The designer reports
+  which families conflict (is the LP feasible once that family alone is dropped?) and a
+  Farkas certificate: nonnegative rational weights on the rows whose weighted sum has every
+  coefficient 0 but a positive right-hand side (0 >= c > 0), found by a certificate LP,
+  made exact, and verified in Fractions (`verify_certificate`).  On a finite grid the
+  theorem needs enough overlap: with few types the incentive constraints have slack, and
+  efficient trade can be feasible although the supports overlap (buyer {1, 3}, seller
+  {0, 2}); the LP decides, and a feasible design is verified like any other.
+- Without efficiency: the second best with an ex post balanced payment, in two steps.  The
+  trade probabilities of HiGHS's optimal vertex are made exact (the smallest denominators
+  that still reach the LP optimum); then, with them fixed, a second LP picks the payments
+  that need the least escrow, and those are made exact the same way.  The result is
+  verified by the contract's own check (`contracts.mechanisms.bilateral.failures`); rows
+  that rounding broke get a margin and the payment LP is solved again (the pattern of
+  `contracts.design.risk.design_risk`).  The exact gains, HiGHS's optimum and their gap are
+  reported, with the ex ante LP's optimum (the same: ex post balance costs nothing).
 - Supports that do not overlap (every buyer value >= every seller value): a posted price
   between them is efficient, and is what the designer deploys.
 
 Seed: /work/shared/seeds/002_73efa823a2277c74.txt (Holmstrom, Lecture 11,
-"Myerson-Satterthwaite Theorem", "Setup", "Requirements" and "M-S Theorem Proof", slides
-47-53 of 65).
+"Myerson-Satterthwaite Theorem" (slide 47 of 65), "Setup" (48), "Requirements" (49) and
+"M-S Theorem Proof" (51-54: the pivot scheme's deficit E[max(b - s, 0)] that no transfer
+preserving the interim payments can close)).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from scipy.optimize import linprog
 from contracts.kernel.lottery import MAX_DENOMINATOR, stored
 from contracts.mechanisms.bilateral import (
     MAX_TYPES,
+    MAX_VALUE,
     BilateralRule,
     Schedule,
     checks,
@@ -86,6 +93,8 @@ class BilateralProblem:
                 raise ValueError(f"the {what} needs 1 to {MAX_TYPES} values, one probability each")
             if list(values) != sorted(set(values)):
                 raise ValueError(f"the {what}'s values must be strictly increasing")
+            if not all(0 <= v <= MAX_VALUE for v in values):
+                raise ValueError(f"the {what}'s values must be integers in [0, {MAX_VALUE}]")
             if any(q <= 0 for q in prior) or sum(prior) != 1:
                 raise ValueError(f"the {what}'s probabilities must be positive and sum to 1")
 
@@ -489,8 +498,9 @@ def _posted_price(pr: BilateralProblem, lp_ex_ante: float) -> BilateralDesign:
         tuple(tuple(price for _ in range(ns)) for _ in range(nb)),
         _default_report(pr),
     )
-    gains = float(schedule.gains())
-    return BilateralDesign(pr, schedule, True, gains, lp_ex_ante, price)
+    solved = _lp(_variables(pr, "ex_post"), lp_rows(pr, True, "ex_post"), _gains(pr))
+    lp_optimum = math.nan if solved is None else solved[1]
+    return BilateralDesign(pr, schedule, True, lp_optimum, lp_ex_ante, price)
 
 
 def _schedule(pr: BilateralProblem, values: Mapping[Var, Fraction]) -> Schedule:

@@ -18,7 +18,7 @@ rounded to whole units by `lottery.round_preserving`, so the two transfers sum t
 every outcome and each side's expected transfer is exactly the designed one.
 
 The economics: Holmstrom's slides, /work/shared/seeds/002_73efa823a2277c74.txt, Lecture 11,
-"Myerson-Satterthwaite Theorem", "Setup" and "Requirements" (slides 47-51 of 65): with
+"Myerson-Satterthwaite Theorem" (slide 47 of 65), "Setup" (48) and "Requirements" (49): with
 overlapping supports no mechanism is efficient, ex ante budget balanced and interim IR; the
 designer (contracts/design/bilateral.py) shows this on numbers and deploys the second best.
 """

@@ -1,7 +1,7 @@
 """`tally design bilateral`: Myerson-Satterthwaite on numbers, and the second best.
 
 Seed: /work/shared/seeds/002_73efa823a2277c74.txt (Holmstrom, Lecture 11,
-"Myerson-Satterthwaite Theorem", slides 47-53 of 65).
+"Myerson-Satterthwaite Theorem", slides 47-54 of 65).
 """
 
 from __future__ import annotations
