@@ -38,6 +38,7 @@ from contracts.kernel.rule import BadMessage, BadTerms, MissingCommit, Seats, Se
 BUYER, SELLER = 0, 1
 MAX_TYPES = 12  # values per side: the exact BIC check is O(n^3)
 MAX_VALUE = 10**9  # the largest value or cost, in whole units of money
+MAX_PAYMENT = 2 * MAX_VALUE  # the largest |payment| in any cell (keeps deposits finite)
 # The check families, in the order `checks` reports them (the designer reports the same).
 CHECKS = (
     "prior_buyer",
@@ -119,6 +120,12 @@ def _table(raw: Any, rows: int, cols: int, what: str) -> tuple[tuple[Fraction, .
     return tuple(_fractions(row, cols, f"{what} row") for row in raw)
 
 
+def _payments(table: tuple[tuple[Fraction, ...], ...]) -> tuple[tuple[Fraction, ...], ...]:
+    if any(abs(t) > MAX_PAYMENT for row in table for t in row):
+        raise ValueError(f"a payment must be at most {MAX_PAYMENT} either way")
+    return table
+
+
 def parse(terms: Mapping[str, Any]) -> Schedule:
     """The schedule from its stored form; ValueError on any malformed field."""
     if not isinstance(terms, Mapping):
@@ -139,7 +146,7 @@ def parse(terms: Mapping[str, Any]) -> Schedule:
         sv,
         _fractions(terms.get("seller_prior"), len(sv), "seller_prior"),
         _table(terms.get("trade"), len(bv), len(sv), "trade"),
-        _table(terms.get("payment"), len(bv), len(sv), "payment"),
+        _payments(_table(terms.get("payment"), len(bv), len(sv), "payment")),
         (default[0], default[1]),
     )
 

@@ -161,6 +161,7 @@ def test_the_contract_accepts_the_design_and_refuses_tampering() -> None:
         {"payment": [[[1, 0], 0], [0, 0]]},
         {"default_report": [2, 0]},
         {"seller_values": [0, 1.5]},
+        {"payment": [[0, 0], [0, 2 * 10**9 + 1]]},
     ],
 )
 def test_malformed_terms_are_bad_terms(change: dict[str, Any]) -> None:
