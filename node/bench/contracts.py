@@ -8,7 +8,11 @@ committed (submit_tx with wait="commit").  Phases:
 - exchange: the honest path of the LP-designed exchange (offer, accept,
   deliver, redeem, no complaint, deny fault), ending settled;
 - risk_sharing: a designed risk-sharing contract (create, both deposits, then
-  per period both commit, the villager reports, both reveal), ending closed.
+  per period both commit, the villager reports, both reveal), ending closed;
+- auction: one sealed-bid second-price auction with `--bidders` bidders (seed 001's
+  escrowed bids): every bidder deposits and commits at once, then every bidder reveals
+  at once; the last reveal settles it.  Besides calls/s it reports the time from the
+  last reveal sent to the settlement committed.
 
 Per phase: calls committed, wall time, calls/s and submit-to-commit latency
 percentiles.  Results print as a table and, with --json/--out, as JSON.
@@ -37,6 +41,7 @@ from rich.table import Table
 from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
 from contracts.design.risk import DEFAULT_PROBLEM, design_risk
+from contracts.kernel.engine import commitment as seal
 from contracts.risk_sharing import commitment
 from contracts.risk_sharing.schedule import schedule_args, schedule_from_design
 from ledger.crypto import KeyPair
@@ -63,6 +68,9 @@ HONEST = (
 WINDOW = 600  # seconds per move: generous, so a loaded cluster never takes a default
 UNIT = 100  # ledger units per unit of the risk design's grid, as in node.cli.riskdemo
 SEED = 7
+RESERVE = 10
+AUCTION = {"format": "second", "units": 1, "reserve": RESERVE}  # the auction phase's terms
+PENALTY = 5  # what a bidder who never reveals would forfeit
 
 
 class BenchFailure(RuntimeError):
@@ -128,6 +136,9 @@ def add_contract_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--periods", type=int, default=2, help="risk-sharing periods per contract (default: 2)"
     )
+    p.add_argument(
+        "--bidders", type=int, default=100, help="bidders in the auction phase (default: 100)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--out", help="also write the JSON result to this file")
     p.add_argument("--keep", action="store_true", help="keep the cluster's directory")
@@ -135,8 +146,10 @@ def add_contract_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_contract_bench(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tally-bench-contracts-"))
-    cfg = write_cluster(workdir, args.pairs)
-    console.print(f"bench contracts: {NODES} nodes, {args.pairs} pairs in {workdir}")
+    cfg = write_cluster(workdir, args.pairs, args.bidders)
+    console.print(
+        f"bench contracts: {NODES} nodes, {args.pairs} pairs, {args.bidders} bidders in {workdir}"
+    )
     launcher.up(cfg, log_level="WARNING")
     try:
         phases = asyncio.run(_phases(cfg, args))
@@ -151,6 +164,7 @@ def run_contract_bench(args: argparse.Namespace) -> int:
         "bench": "contracts",
         "nodes": NODES,
         "pairs": args.pairs,
+        "bidders": args.bidders,
         "machine": machine(),
         "phases": phases,
     }
@@ -163,8 +177,9 @@ def run_contract_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_cluster(workdir: Path, pairs: int) -> ClusterConfig:
+def write_cluster(workdir: Path, pairs: int, bidders: int) -> ClusterConfig:
     accounts = {name: BALANCE for i in range(pairs) for name in _names(i)}
+    accounts |= {_bidder(i): BALANCE for i in range(bidders)}
     path = workdir / "cluster.toml"
     path.write_text(local_cluster_toml("bench-contracts", free_ports(2 * NODES), accounts, PBFT))
     return load_config(path)
@@ -174,6 +189,10 @@ def _names(i: int) -> tuple[str, str]:
     return f"seller{i:03d}", f"buyer{i:03d}"
 
 
+def _bidder(i: int) -> str:
+    return f"bidder{i:03d}"
+
+
 async def _phases(cfg: ClusterConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
     plan = make_plan(cfg, args.pairs, args.periods)
     pairs = await make_pairs(cfg, args.pairs)
@@ -181,6 +200,9 @@ async def _phases(cfg: ClusterConfig, args: argparse.Namespace) -> list[dict[str
     for name, play in (("exchange", play_exchange), ("risk_sharing", play_risk_sharing)):
         console.print(f"phase {name}: {args.pairs} contracts at once")
         phases.append(await run_phase(name, play, plan, pairs))
+    if args.bidders:
+        console.print(f"phase auction: {args.bidders} bidders at once")
+        phases.append(await run_auction(cfg, plan.chain, pairs[0].seller, args.bidders))
     return phases
 
 
@@ -284,6 +306,58 @@ async def play_risk_sharing(call: Caller, plan: Plan, pair: Pair, i: int) -> Non
         raise BenchFailure(f"risk sharing {cid.hex()}: stage {c['stage']}, escrow {c['escrow']}")
 
 
+async def run_auction(cfg: ClusterConfig, chain: str, seller: Signer, n: int) -> dict[str, Any]:
+    """One second-price auction: `n` bidders deposit, commit and reveal concurrently, each
+    on its own connection (bidder i to node i % 4); the last reveal settles it."""
+    rng = random.Random(SEED)
+    bids = [rng.randrange(RESERVE, 10_000) for _ in range(n)]
+    salts = [rng.randbytes(32) for _ in range(n)]
+    latencies: list[float] = []
+    urls = [cfg.nodes[i % len(cfg.nodes)].rpc_url for i in range(n)]
+    clients = [RpcClient(u, timeout=120) for u in urls]
+    try:
+        bidders = [await _signer(clients[i], account_key(cfg, _bidder(i))) for i in range(n)]
+        calls = [Caller(c, chain, "auction", latencies) for c in clients]
+        t0 = time.perf_counter()
+        create = {
+            "parties": [b.key.address for b in bidders],
+            "windows": [WINDOW, WINDOW],
+            "penalty": PENALTY,
+            "terms": AUCTION,
+        }
+        cid = await calls[0](seller, "create", b"", create)
+
+        async def bid(i: int) -> None:
+            me = bidders[i]
+            await calls[i](me, "deposit", cid, {"amount": bids[i] + PENALTY})
+            await calls[i](
+                me, "commit", cid, {"commitment": seal(cid, me.key.address, bids[i], salts[i])}
+            )
+
+        await asyncio.gather(*(bid(i) for i in range(n)))
+        sent: list[float] = []
+
+        async def reveal(i: int) -> None:
+            sent.append(time.perf_counter())
+            await calls[i](bidders[i], "reveal", cid, {"message": bids[i], "salt": salts[i]})
+
+        await asyncio.gather(*(reveal(i) for i in range(n)))
+        settled = time.perf_counter()
+        wall = settled - t0
+        c = await calls[0].contract(cid)
+    finally:
+        for client in clients:
+            await client.close()
+    if c["phase"] != "settled" or c["escrow"] != 0:
+        raise BenchFailure(f"auction {cid.hex()}: phase {c['phase']}, escrow {c['escrow']}")
+    top = sorted(bids, reverse=True)
+    if c["outcome"].get("payments") and max(c["outcome"]["payments"]) != top[1]:
+        raise BenchFailure(f"auction {cid.hex()}: price {c['outcome']}, second bid {top[1]}")
+    result = summarize("auction", 1, latencies, wall)
+    result["last_reveal_to_settled_ms"] = round(1000 * (settled - max(sent)), 1)
+    return result
+
+
 def summarize(name: str, contracts: int, latencies: list[float], wall: float) -> dict[str, Any]:
     """The figures of one phase; percentiles by node.bench.loadgen's rule."""
     lat = sorted(latencies)
@@ -324,6 +398,12 @@ def render(result: dict[str, Any]) -> None:
             str(lat["p99"]),
         )
     console.print(table)
+    for p in result["phases"]:
+        if "last_reveal_to_settled_ms" in p:
+            console.print(
+                f"auction: {p['last_reveal_to_settled_ms']} ms from the last reveal sent to the "
+                "settlement committed"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """`tally contract exchange offer|accept|deliver|redeem|refund|complain|no-complaint|
-admit-fault|deny-fault|show`: play the core exchange mechanism on a cluster."""
+admit-fault|deny-fault|show`: play the core exchange mechanism on a cluster; the other
+engines' commands are in node/cli/risk.py and node/cli/sealed.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from contracts.design.exchange import STATES, ExchangeParams, exchange_game
 from node.cli.contractcalls import call, contract_id, show
 from node.cli.output import console
 from node.cli.risk import add_risk_arguments, cmd_risk, ledger_time
+from node.cli.sealed import MECHANISMS, add_sealed_arguments, cmd_sealed
 from node.cluster.accounts import resolve_address
 from node.cluster.config import ClusterConfig
 
@@ -30,9 +32,13 @@ MOVES = [
 
 
 def add_contract_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("contract", help="contracts on the ledger: exchange, risk-sharing")
+    p = sub.add_parser(
+        "contract",
+        help="contracts on the ledger: exchange, risk-sharing, auction, pivot, agv, bilateral",
+    )
     engines = p.add_subparsers(dest="engine", required=True, metavar="ENGINE")
     add_risk_arguments(engines, common)
+    add_sealed_arguments(engines, common)
     ex = engines.add_parser("exchange", help="the core exchange mechanism")
     ops = ex.add_subparsers(dest="op", required=True, metavar="OP")
     offer = ops.add_parser("offer", parents=[common], help="offer an exchange (designs its table)")
@@ -99,6 +105,8 @@ def cmd_contract(args: argparse.Namespace, cfg: ClusterConfig) -> int:
     url = cfg.node(args.node).rpc_url if args.node else cfg.nodes[0].rpc_url
     if args.engine == "risk-sharing":
         return cmd_risk(args, cfg, url)
+    if args.engine in MECHANISMS:
+        return cmd_sealed(args, cfg, url)
     if args.op == "show":
         result = asyncio.run(show(url, args.id))
     else:

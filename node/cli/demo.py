@@ -14,6 +14,7 @@ from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
 from ledger.tx import Tx, contract_call, transfer
 from node.audit.verify import verify_node
+from node.cli.mechdemo import sealed_mechanisms
 from node.cli.riskdemo import risk_sharing
 from node.cli.status import all_status, render_status
 from node.cluster import launcher
@@ -63,7 +64,9 @@ async def _demo(cfg: ClusterConfig, per_account: int) -> bool:
     supply_ok = all(r.total_supply == sum(cfg.accounts.values()) for r in reports)
     exchanges_ok = await exchanges(cfg)
     risk_ok = await risk_sharing(cfg)
-    return agree and supply_ok and all(r.ok for r in reports) and exchanges_ok and risk_ok
+    sealed_ok = await sealed_mechanisms(cfg)
+    verified = all(r.ok for r in reports)
+    return agree and supply_ok and verified and exchanges_ok and risk_ok and sealed_ok
 
 
 PLAYS = {

@@ -1,4 +1,5 @@
-"""`tally design exchange` and `tally design check moore-repullo`."""
+"""`tally design exchange|risk-sharing|auction|pivot|agv|bilateral` and `tally design check
+moore-repullo`; the kernel mechanisms' commands are in node/cli/design_<mechanism>.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,16 @@ from contracts.design.exchange import (
 )
 from contracts.design.game import spe_outcome, subgame_perfect
 from contracts.design.risk import InfeasibleDesign, RiskProblem, Utility, design_risk
+from node.cli import design_agv, design_auction, design_bilateral
 from node.cli.output import console
+
+# `tally design KIND` for the kernel's mechanisms: KIND -> the module that runs it
+MECHANISM_DESIGNERS = {
+    "auction": design_auction,
+    "pivot": design_auction,
+    "agv": design_agv,
+    "bilateral": design_bilateral,
+}
 
 
 def add_design_arguments(sub: Any) -> None:
@@ -82,6 +92,8 @@ def add_design_arguments(sub: Any) -> None:
     risk.add_argument("--participation", action="store_true", help="limited commitment")
     risk.add_argument("--public", action="store_true", help="incomes observed (benchmark)")
     risk.add_argument("--json", action="store_true")
+    for module in dict.fromkeys(MECHANISM_DESIGNERS.values()):
+        module.add_parser(kinds)
     check = kinds.add_parser("check", help="solve a built-in game by backward induction")
     check.add_argument("game", choices=["moore-repullo"])
     check.add_argument("--json", action="store_true")
@@ -116,6 +128,8 @@ def cmd_design(args: argparse.Namespace, cfg: object) -> int:
         return check_moore_repullo(args.json)
     if args.design_kind == "risk-sharing":
         return design_risk_sharing(args)
+    if args.design_kind in MECHANISM_DESIGNERS:
+        return int(MECHANISM_DESIGNERS[args.design_kind].cmd(args))
     params = ExchangeParams(**{f.name: getattr(args, f.name) for f in fields(ExchangeParams)})
     try:
         d = design(exchange_game(params), args.objective, args.margin)

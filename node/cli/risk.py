@@ -29,6 +29,7 @@ from contracts.risk_sharing.schedule import (
 )
 from node.cli.contractcalls import call, contract_id, show
 from node.cli.output import console
+from node.cli.secrets import keep, load
 from node.cluster.accounts import resolve_address, signer_key
 from node.cluster.config import ClusterConfig, ConfigError
 
@@ -201,31 +202,14 @@ async def _move(cfg: ClusterConfig, url: str, args: argparse.Namespace) -> dict[
     return await call(cfg, url, args.sender, args.op, cid, op_args, NAME)
 
 
-def _secret_path(cfg: ClusterConfig, cid: str, period: int, role: str) -> Path:
-    return cfg.data_dir / "secrets" / f"{cid}-{period}-{role}.hex"
-
-
 def _secret_for(cfg: ClusterConfig, cid: str, period: int, role: str) -> bytes:
-    """This period's secret: made and stored (0600) before its commitment is sent, so a
-    crash after sending cannot lose it; a retry reuses it, and so sends the same commitment."""
-    path = _secret_path(cfg, cid, period, role)
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
-    secret = os.urandom(32)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret.hex())
-        f.flush()
-        os.fsync(f.fileno())
-    return secret
+    """This period's secret, kept before its commitment is sent (node/cli/secrets.py)."""
+    return bytes.fromhex(keep(cfg, f"{cid}-{period}-{role}.hex", lambda: os.urandom(32).hex()))
 
 
 def _load_secret(cfg: ClusterConfig, cid: str, period: int, role: str) -> bytes:
-    path = _secret_path(cfg, cid, period, role)
-    if not path.exists():
-        raise ConfigError(f"no secret for period {period} as {role or 'this signer'} ({path})")
-    return bytes.fromhex(path.read_text().strip())
+    what = f"period {period} as {role or 'this signer'}"
+    return bytes.fromhex(load(cfg, f"{cid}-{period}-{role}.hex", what))
 
 
 def _income_index(c: dict[str, Any], income: int) -> int:

@@ -8,13 +8,15 @@ from consensus.pbft.messages import CommitCertificate
 from consensus.pow.seal import PowSeal
 from contracts.design.exchange import STATES
 from contracts.exchange import WINDOWS, Exchange
+from contracts.kernel.engine import PHASES, KernelEngine, Sealed
 from contracts.risk_sharing import engine as risk
 from contracts.risk_sharing.schedule import schedule_args
 from ledger.block import Block, Member
 from ledger.contract import ContractRecord
-from ledger.encoding import DecodeError, Tag, decode_any
+from ledger.encoding import DecodeError, Tag, decode_any, unpack
 from ledger.state import Account, Receipt
 from ledger.tx import Tx
+from node.engines import chain_engines
 
 
 def jsonable(value: Any) -> Any:
@@ -94,7 +96,54 @@ def contract_view(record: ContractRecord, height: int) -> dict[str, Any]:
     """A contract of any engine: its terms, where it stands, and its whole history."""
     if record.engine == risk.NAME:
         return risk_view(record, height)
+    engine = chain_engines().get(record.engine)
+    if isinstance(engine, KernelEngine):
+        return sealed_view(record, engine, height)
     return exchange_view(record, height)
+
+
+def sealed_view(record: ContractRecord, engine: KernelEngine, height: int) -> dict[str, Any]:
+    """A kernel mechanism: its terms, phase and deadline, each party's deposit and what
+    committing needs, whether it committed (the commitment only: its message stays sealed
+    until revealed), what it revealed, and once settled the outcome and every payment."""
+    s = Sealed.decode(record.data)
+    parties = [
+        {
+            "address": address.hex(),
+            "deposit": s.deposits[i],
+            "required": s.penalty + engine.rule.min_deposit(s.terms, i),
+            "committed": bool(s.commitments[i]),
+            "commitment": s.commitments[i].hex() or None,
+            "revealed": bool(s.messages[i]),
+            "message": jsonable(unpack(s.messages[i])) if s.messages[i] else None,
+        }
+        for i, address in enumerate(s.parties)
+    ]
+    return {
+        "id": record.contract_id.hex(),
+        "engine": record.engine,
+        "active": record.active,
+        "escrow": record.escrow,
+        "creator": s.creator.hex(),
+        "terms": jsonable(s.terms),
+        "penalty": s.penalty,
+        "windows": dict(zip(PHASES, s.windows, strict=True)),
+        "phase": s.phase,
+        "deadline": s.deadline if record.active else None,
+        "height": height,
+        "parties": parties,
+        "outcome": jsonable(s.outcome),
+        "history": [
+            {
+                "height": e.height,
+                "kind": e.kind,
+                "party": e.party,
+                "tx_id": e.tx_id.hex() or None,
+                "amount": e.amount,
+            }
+            for e in s.history
+        ],
+    }
 
 
 def exchange_view(record: ContractRecord, height: int) -> dict[str, Any]:

@@ -106,7 +106,14 @@ def test_a_state_runs_exactly_the_engines_it_was_given() -> None:
 
 def test_the_node_runs_every_engine_of_the_registry() -> None:
     assert chain_engines() is registry.ENGINES
-    assert set(chain_engines()) == {"exchange", "risk_sharing"}
+    assert set(chain_engines()) == {
+        "exchange",
+        "risk_sharing",
+        "auction",
+        "pivot",
+        "agv",
+        "bilateral",
+    }
     assert State.from_genesis(GENESIS, chain_engines()).engines == registry.ENGINES
 
 
