@@ -22,15 +22,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from contracts.kernel.checks import Check, harness_seats
 from contracts.kernel.lottery import stored
 from contracts.kernel.rule import BadTerms
 from contracts.mechanisms.auction import (
     CHECKS,
     AuctionRule,
-    Check,
     auction_types,
     check_auction,
-    harness_seats,
     parse_terms,
     settle_auction,
 )

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from contracts.kernel.checks import MAX_CHECK_COMPARISONS, Check, harness_seats
 from contracts.kernel.lottery import stored
 from contracts.kernel.rule import BadTerms
-from contracts.mechanisms.auction import MAX_CHECK_COMPARISONS, Check, harness_seats
 from contracts.mechanisms.pivot import (
     CHECKS,
     PivotRule,

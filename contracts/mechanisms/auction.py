@@ -28,11 +28,17 @@ very `settle` the contract runs; the designer (contracts/design/auction.py) repo
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from contracts.kernel.checks import (
+    Check,
+    check_size,
+    dsic_witness,
+    first_failure,
+    harness_seats,
+    refuse_failed,
+)
 from contracts.kernel.rule import BadMessage, BadTerms, MissingCommit, Seats, Settlement
 from ledger.encoding import hash_bytes, pack
 
@@ -41,20 +47,11 @@ MAX_UNITS = {"first": 1, "second": 1, "vcg": 8}  # first and second price sell o
 MAX_VALUE = 10**12  # the largest marginal value a bid may state
 # The exact checks a design may claim, and which formats can pass them.
 CHECKS = ("dsic", "ir", "budget", "capped", "pivot")
-# Bounds of the exhaustive check: g^n settlements and g^n * n * g comparisons.
+# Bounds of the exhaustive check (its cost bound is contracts/kernel/checks.py's).
 MAX_CHECK_UNITS = 3
 MAX_CHECK_BIDDERS = 4
 MAX_CHECK_VALUES = 8
-MAX_CHECK_COMPARISONS = 200_000
 SELLER = -1  # the owner index of the reserve's entries
-
-
-@dataclass(frozen=True)
-class Check:
-    """One exact check: whether it holds, and a witness when it does not."""
-
-    ok: bool
-    witness: dict[str, Any] | None = None
 
 
 def parse_terms(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,12 +112,7 @@ class AuctionRule:
             checks = check_auction(terms, verify["bidders"], verify["values"])
         except ValueError as e:
             raise BadTerms(str(e)) from e
-        failed = [c for c in verify["claims"] if not checks[c].ok]
-        if failed:
-            raise BadTerms(
-                "unsafe design: " + "; ".join(f"{c} fails: {checks[c].witness}" for c in failed),
-                reason="unsafe_design",
-            )
+        refuse_failed(checks, verify["claims"])
         return {**terms, "verify": verify}
 
     def min_deposit(self, terms: Mapping[str, Any], index: int) -> int:
@@ -202,52 +194,10 @@ def settle_auction(
 # --- the exact checks: one function, run by the designer and by `terms` at create ---
 
 
-def harness_seats(n: int) -> Seats:
-    """Fixed fake seats for the checks: the settlement depends on them only through ties."""
-    return Seats(
-        contract_id=bytes(32),
-        creator=b"\xee" * 20,
-        parties=tuple(bytes([i + 1]) * 20 for i in range(n)),
-        draw=bytes(32),
-    )
-
-
 def auction_types(terms: Mapping[str, Any], values: Sequence[int]) -> list[list[int]]:
     """The type grid: every non-increasing vector of `units` marginal values over values."""
     grid = sorted(set(values), reverse=True)
     return [list(c) for c in itertools.combinations_with_replacement(grid, terms["units"])]
-
-
-def check_size(types: int, n: int) -> int:
-    """The exhaustive check's cost (g^n * n * g comparisons); refuse it over the bound."""
-    work = math.prod([types] * n) * n * types
-    if work > MAX_CHECK_COMPARISONS:
-        raise ValueError(
-            f"the exhaustive check needs {types}^{n} * {n} * {types} = {work} comparisons, "
-            f"over the bound {MAX_CHECK_COMPARISONS}: use fewer values or parties (or units)"
-        )
-    return work
-
-
-def dsic_witness(
-    types: int, n: int, utility: Callable[[tuple[int, ...], int, int], int]
-) -> dict[str, Any] | None:
-    """A profitable misreport, or None: for every profile of types (indices), party i and
-    misreport m, utility(reports, i, true type of i) of truth >= that of m.  The others'
-    reports are arbitrary (every profile), so this is dominant-strategy IC."""
-    for profile in itertools.product(range(types), repeat=n):
-        for i in range(n):
-            truth = utility(profile, i, profile[i])
-            for m in range(types):
-                lie = utility((*profile[:i], m, *profile[i + 1 :]), i, profile[i])
-                if lie > truth:
-                    return {
-                        "profile": list(profile),
-                        "party": i,
-                        "misreport": m,
-                        "gain": lie - truth,
-                    }
-    return None
 
 
 def clarke_payments(
@@ -300,18 +250,18 @@ def check_auction(
     if lie is not None:
         lie = {**lie, "profile": bids(tuple(lie["profile"])), "misreport": types[lie["misreport"]]}
     checks = {"dsic": Check(lie is None, lie)}
-    checks["ir"] = _first(
+    checks["ir"] = first_failure(
         {"profile": bids(p), "bidder": i, "utility": utility(p, i, p[i])}
         for p in played
         for i in range(bidders)
         if utility(p, i, p[i]) < 0
     )
-    checks["budget"] = _first(
+    checks["budget"] = first_failure(
         {"profile": bids(p), "outcome": dict(s.outcome)}
         for p, s in played.items()
         if not _budget_ok(s, seats)
     )
-    checks["capped"] = _first(
+    checks["capped"] = first_failure(
         {"profile": bids(p), "payments": s.outcome["payments"]}
         for p, s in played.items()
         if any(-t > sum(b) for t, b in zip(s.transfers, bids(p), strict=True))
@@ -320,7 +270,7 @@ def check_auction(
         checks["pivot"] = Check(False, {"reason": "first price charges the bid, not the pivot"})
         return checks
     k, r = terms["units"], terms["reserve"]
-    checks["pivot"] = _first(
+    checks["pivot"] = first_failure(
         {"profile": bids(p), "payments": s.outcome["payments"], "pivot": pivot}
         for p, s in played.items()
         for pivot in [clarke_payments(bids(p), s.outcome["units"], k, r)]
@@ -337,9 +287,3 @@ def _budget_ok(s: Settlement, seats: Seats) -> bool:
         and sum(s.receipts.values()) == paid
         and (paid == 0 or set(s.receipts) == {seats.creator})
     )
-
-
-def _first(failures: Iterator[dict[str, Any]]) -> Check:
-    """The first failure as a witness; the check holds when there is none."""
-    w = next(failures, None)
-    return Check(w is None, w)

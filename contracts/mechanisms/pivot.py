@@ -32,20 +32,21 @@ decision (the slides: "their IR may be violated").
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from contracts.kernel.rule import BadMessage, BadTerms, MissingCommit, Seats, Settlement
-
-# The exhaustive-check harness and its bounds are shared with the auction (one source).
-from contracts.mechanisms.auction import (
-    MAX_CHECK_VALUES,
-    MAX_VALUE,
+from contracts.kernel.checks import (
     Check,
     check_size,
     dsic_witness,
+    first_failure,
     harness_seats,
+    refuse_failed,
 )
+from contracts.kernel.rule import BadMessage, BadTerms, MissingCommit, Seats, Settlement
+
+# The grid bounds are shared with the auction (one source).
+from contracts.mechanisms.auction import MAX_CHECK_VALUES, MAX_VALUE
 from ledger.crypto import ADDRESS_SIZE
 
 MAX_AGENTS = 64
@@ -123,12 +124,7 @@ class PivotRule:
             checks = check_pivot(terms, verify["values"])
         except ValueError as e:
             raise BadTerms(str(e)) from e
-        failed = [c for c in verify["claims"] if not checks[c].ok]
-        if failed:
-            raise BadTerms(
-                "unsafe design: " + "; ".join(f"{c} fails: {checks[c].witness}" for c in failed),
-                reason="unsafe_design",
-            )
+        refuse_failed(checks, verify["claims"])
         return {**terms, "verify": verify}
 
     def min_deposit(self, terms: Mapping[str, Any], index: int) -> int:
@@ -230,24 +226,24 @@ def check_pivot(terms: Mapping[str, Any], values: Sequence[int]) -> dict[str, Ch
         }
     return {
         "dsic": Check(lie is None, lie),
-        "budget": _first(
+        "budget": first_failure(
             {"profile": reports(p)} for p, s in played.items() if not _budget_ok(terms, s, seats)
         ),
-        "surplus": _first(
+        "surplus": first_failure(
             {"profile": reports(p)} for p, s in played.items() if not _surplus_ok(terms, s, seats)
         ),
-        "clarke": _first(
+        "clarke": first_failure(
             {"profile": reports(p), "taxes": s.outcome["taxes"], "clarke": direct}
             for p, s in played.items()
             for direct in [direct_taxes(shares, reports(p))]
             if direct != s.outcome["taxes"]
         ),
-        "deposit": _first(
+        "deposit": first_failure(
             {"profile": reports(p), "payments": s.outcome["payments"]}
             for p, s in played.items()
             if any(-t > min_deposit(terms, i) for i, t in enumerate(s.transfers))
         ),
-        "ir": _first(
+        "ir": first_failure(
             {"profile": reports(p), "agent": i, "utility": utility(p, i, p[i])}
             for p in played
             for i in range(n)
@@ -282,8 +278,3 @@ def _surplus_ok(terms: Mapping[str, Any], s: Settlement, seats: Seats) -> bool:
         away -= terms["cost"] * s.outcome["build"]
     to_agents = set(seats.parties) & set(s.receipts)
     return min(s.outcome["taxes"]) >= 0 and surplus == away >= 0 and not to_agents
-
-
-def _first(failures: Iterator[dict[str, Any]]) -> Check:
-    w = next(failures, None)
-    return Check(w is None, w)

@@ -12,7 +12,7 @@ from typing import Any
 
 from contracts.design.designer import design
 from contracts.design.exchange import STATES, ExchangeParams, exchange_game
-from node.cli.contractcalls import call, contract_id, show
+from node.cli.contractcalls import answer, call, contract_id, show
 from node.cli.output import console
 from node.cli.risk import add_risk_arguments, cmd_risk, ledger_time
 from node.cli.sealed import MECHANISMS, add_sealed_arguments, cmd_sealed
@@ -116,11 +116,7 @@ def cmd_contract(args: argparse.Namespace, cfg: ClusterConfig) -> int:
         result = asyncio.run(call(cfg, url, args.sender, op, cid, extra))
         if op == "offer":
             result["contract_id"] = result["tx_id"]
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render(args.op, result)
-    return 0 if result.get("status", "ok") == "ok" else 1
+    return answer(result, args.json, args.op, render)
 
 
 def render(op: str, r: dict[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from ledger.tx import contract_call
@@ -44,3 +46,12 @@ def contract_id(text: str) -> bytes:
     if len(cid) != 32:
         raise ConfigError(f"--id must be the 64-hex-digit contract id, got {text!r}")
     return cid
+
+
+def answer(result: dict[str, Any], as_json: bool, op: str, render: Callable[..., None]) -> int:
+    """Print a contract command's result (JSON, or rendered) and give its exit code."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        render(op, result)
+    return 0 if result.get("status", "ok") == "ok" else 1

@@ -27,7 +27,7 @@ from contracts.risk_sharing.schedule import (
     schedule_args,
     schedule_from_design,
 )
-from node.cli.contractcalls import call, contract_id, show
+from node.cli.contractcalls import answer, call, contract_id, show
 from node.cli.output import console
 from node.cli.secrets import keep, load
 from node.cluster.accounts import resolve_address, signer_key
@@ -112,11 +112,7 @@ def cmd_risk(args: argparse.Namespace, cfg: ClusterConfig, url: str) -> int:
             result["required_collateral"] = view["required_collateral"]
     else:
         result = asyncio.run(_move(cfg, url, args))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render(args.op, result)
-    return 0 if result.get("status", "ok") == "ok" else 1
+    return answer(result, args.json, args.op, render)
 
 
 def load_schedule(args: argparse.Namespace) -> tuple[Schedule, float | None]:

@@ -22,7 +22,7 @@ from rich.table import Table
 from contracts.kernel.engine import commitment
 from contracts.kernel.rule import Rule
 from ledger.contract import ContractError
-from node.cli.contractcalls import call, contract_id, show
+from node.cli.contractcalls import answer, call, contract_id, show
 from node.cli.output import console
 from node.cli.risk import ledger_time
 from node.cli.secrets import keep, load
@@ -101,11 +101,7 @@ def cmd_sealed(args: argparse.Namespace, cfg: ClusterConfig, url: str) -> int:
         result["contract_id"] = result["tx_id"]
     else:
         result = asyncio.run(_move(cfg, url, args))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render(args.op, result)
-    return 0 if result.get("status", "ok") == "ok" else 1
+    return answer(result, args.json, args.op, render)
 
 
 def create_args(cfg: ClusterConfig, args: argparse.Namespace) -> dict[str, Any]:

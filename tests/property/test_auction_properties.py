@@ -13,12 +13,12 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from contracts.kernel.checks import harness_seats
 from contracts.kernel.rule import Seats
 from contracts.mechanisms.auction import (
     AuctionRule,
     auction_types,
     check_auction,
-    harness_seats,
     settle_auction,
 )
 from contracts.mechanisms.pivot import PivotRule, check_pivot, settle_pivot

@@ -4,7 +4,6 @@ the ledger, and the CLI."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from fractions import Fraction
@@ -31,7 +30,8 @@ from contracts.mechanisms.agv import (
     profile_index,
 )
 from ledger.contract import engine_table
-from node.cli.design_agv import add_parser, cmd
+from node.cli import design_agv as agv_cli
+from tests.helpers.contracts import design_cli
 from tests.helpers.sealed import WINDOW, SealedChain, keys
 
 F = Fraction
@@ -231,10 +231,7 @@ def test_on_the_ledger_a_withheld_reveal_forfeits_and_counts_as_the_default() ->
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="kind"))
-    code = cmd(parser.parse_args(["agv", *argv]))
-    return code, capsys.readouterr().out
+    return design_cli(agv_cli, capsys, "agv", *argv)
 
 
 def test_cli_json_and_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,18 +3,19 @@ the designer and its CLI (contracts/mechanisms/auction.py, contracts/design/auct
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 import pytest
 
 from contracts.design.auction import DesignError, default_terms, design_auction
+from contracts.kernel.checks import harness_seats
 from contracts.kernel.engine import KernelEngine
 from contracts.kernel.rule import BadMessage, BadTerms, Seats
-from contracts.mechanisms.auction import AuctionRule, harness_seats, tie_key
+from contracts.mechanisms.auction import AuctionRule, tie_key
 from ledger.contract import engine_table
 from node.cli import design_auction as cli
+from tests.helpers.contracts import design_cli
 from tests.helpers.sealed import WINDOW, SealedChain, keys
 
 RULE = AuctionRule()
@@ -187,10 +188,7 @@ def test_default_terms_are_accepted_by_create() -> None:
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    parser = argparse.ArgumentParser()
-    cli.add_parser(parser.add_subparsers(dest="design_kind"))
-    rc = cli.cmd(parser.parse_args(argv))
-    return rc, capsys.readouterr().out
+    return design_cli(cli, capsys, *argv)
 
 
 def test_cli_auction(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,6 @@ to zero), a run on the ledger, and the CLI."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from fractions import Fraction
@@ -26,7 +25,8 @@ from contracts.kernel.engine import KernelEngine
 from contracts.kernel.rule import BadMessage, BadTerms, Seats
 from contracts.mechanisms.bilateral import RULE, check_bilateral
 from ledger.contract import engine_table
-from node.cli.design_bilateral import add_parser, cmd
+from node.cli import design_bilateral as bilateral_cli
+from tests.helpers.contracts import design_cli
 from tests.helpers.sealed import WINDOW, SealedChain, keys
 
 F = Fraction
@@ -233,9 +233,7 @@ def test_on_the_ledger() -> None:
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="kind"))
-    return cmd(parser.parse_args(["bilateral", *argv]))
+    return design_cli(bilateral_cli, None, "bilateral", *argv)[0]
 
 
 def test_cli(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,6 @@ where the surplus goes, the minimum deposit, bad and tampered terms, the designe
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from typing import Any
@@ -12,12 +11,13 @@ from typing import Any
 import pytest
 
 from contracts.design.pivot import DesignError, default_terms, design_pivot
+from contracts.kernel.checks import harness_seats
 from contracts.kernel.engine import KernelEngine
 from contracts.kernel.rule import BadMessage, BadTerms
-from contracts.mechanisms.auction import harness_seats
 from contracts.mechanisms.pivot import PivotRule, min_deposit
 from ledger.contract import BURN_ADDRESS, engine_table
 from node.cli import design_auction as cli
+from tests.helpers.contracts import design_cli
 from tests.helpers.sealed import WINDOW, SealedChain, keys
 
 RULE = PivotRule()
@@ -164,10 +164,7 @@ def test_default_terms_are_accepted_by_create() -> None:
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    parser = argparse.ArgumentParser()
-    cli.add_parser(parser.add_subparsers(dest="design_kind"))
-    rc = cli.cmd(parser.parse_args(argv))
-    return rc, capsys.readouterr().out
+    return design_cli(cli, capsys, *argv)
 
 
 def test_cli_pivot(capsys: pytest.CaptureFixture[str]) -> None:
