@@ -16,13 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ledger.contract import Context, ContractError, ContractRecord, Effect
+from ledger.contract import MAX_WINDOW, Context, ContractError, ContractRecord, Effect
 from ledger.crypto import ADDRESS_SIZE
 from ledger.encoding import MAX_INT, Struct, Tag
 
 NAME = "exchange"
 WINDOWS = ("accept", "deliver", "redeem", "complain", "admit")
-MAX_WINDOW = 10_000_000  # seconds of ledger time (about 115 days)
 # stage -> (whose move is awaited, the ops that make it, the default when time runs out)
 STAGES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "await_accept": ("counterparty", ("accept",), "cancelled"),
@@ -160,7 +159,7 @@ def offer(args: Mapping[str, Any], ctx: Context) -> Effect:
         table,
         windows,
         "await_accept",
-        _due(ctx, windows[0]),
+        ctx.due(windows[0]),
         False,
         False,
         False,
@@ -213,7 +212,7 @@ def advance(ex: Exchange, stage: str, ctx: Context) -> Effect:
     nxt = ORDER[ORDER.index(stage) + 1]
     if nxt != "settled":
         window = ex.windows[WINDOWS.index(_window_name(nxt))]
-        return Effect(replace(ex, stage=nxt, deadline=_due(ctx, window)).encode(), True)
+        return Effect(replace(ex, stage=nxt, deadline=ctx.due(window)).encode(), True)
     to_seller, to_buyer, burn = ex.row(ex.final_state())
     credits = {ex.seller: to_seller, ex.buyer: to_buyer}
     return Effect(
@@ -267,11 +266,6 @@ def _window(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_WINDOW:
         raise ContractError("bad_offer", f"every window must be 1..{MAX_WINDOW} seconds")
     return v
-
-
-def _due(ctx: Context, window_s: int) -> int:
-    """A move's deadline: `window_s` seconds of ledger time after this block's timestamp."""
-    return ctx.time_ms + 1000 * window_s
 
 
 def _list(v: Any, n: int, name: str) -> list[Any]:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from ledger.encoding import Struct, Tag, hash_bytes
 
 BURN_ADDRESS = hash_bytes(b"tally/burn")[:20]  # the protocol account that burnt money goes to
+MAX_WINDOW = 10_000_000  # the longest a contract may give a move: seconds of ledger time (115 days)
 
 
 class ContractError(Exception):
@@ -56,6 +57,10 @@ class Context:
     # Ledger time: the timestamp (ms) of the block being executed, chosen by its proposer
     # and bounded by the replicas; never a node's clock.  Contract deadlines are in it.
     time_ms: int = 0
+
+    def due(self, window_s: int) -> int:
+        """The deadline of a move allowed `window_s` seconds of ledger time from this block."""
+        return self.time_ms + 1000 * window_s
 
 
 @dataclass(frozen=True)

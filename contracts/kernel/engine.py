@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.kernel.rule import Rule, Seats, Settlement
-from ledger.contract import Context, ContractError, ContractRecord, Effect
+from ledger.contract import MAX_WINDOW, Context, ContractError, ContractRecord, Effect
 from ledger.crypto import ADDRESS_SIZE
 from ledger.encoding import MAX_INT, Struct, Tag, hash_bytes, pack, unpack
 
@@ -44,7 +44,6 @@ CLOSED = ("settled", "cancelled")
 OPS = {"deposit": "commit", "commit": "commit", "reveal": "reveal"}  # op -> its phase
 SEALED_PHASE = "reveal"  # the phase a commitment's message is revealed in (bound in it)
 MAX_PARTIES = 256
-MAX_WINDOW = 10_000_000  # seconds of ledger time (about 115 days)
 SALT_SIZE = 32
 
 
@@ -168,7 +167,7 @@ class KernelEngine:
             penalty,
             windows,
             "commit",
-            _due(ctx, windows[0]),
+            ctx.due(windows[0]),
             (0,) * n,
             none,
             none,
@@ -232,7 +231,7 @@ class KernelEngine:
             return cancel(s, ctx)
         for i in missing:
             s = s.event(ctx, "absent", i)
-        s = replace(s, phase="reveal", deadline=_due(ctx, s.windows[1]))
+        s = replace(s, phase="reveal", deadline=ctx.due(s.windows[1]))
         return s, Effect(s.encode(), True)
 
     def end_reveal(self, s: Sealed, ctx: Context, cid: bytes) -> tuple[Sealed, Effect]:
@@ -375,7 +374,3 @@ def _amount(value: Any, name: str) -> int:
     if type(value) is not int or not 0 <= value <= MAX_INT // 8:
         raise ContractError("bad_args", f"{name!r} must be a non-negative integer")
     return value
-
-
-def _due(ctx: Context, window_s: int) -> int:
-    return ctx.time_ms + 1000 * window_s

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from contracts.risk_sharing.schedule import Schedule, schedule_from_args
-from ledger.contract import Context, ContractError, ContractRecord, Effect
+from ledger.contract import MAX_WINDOW, Context, ContractError, ContractRecord, Effect
 from ledger.crypto import ADDRESS_SIZE
 from ledger.encoding import MAX_INT, Struct, Tag, hash_bytes, pack
 
@@ -53,7 +53,6 @@ OPS = {
 }
 ROLES = ("agent1", "agent2")
 MAX_PERIODS = 1000
-MAX_WINDOW = 10_000_000  # seconds of ledger time (about 115 days)
 SECRET_SIZE = 32
 
 
@@ -250,7 +249,7 @@ def create(args: Mapping[str, Any], ctx: Context) -> Effect:
         -1,
         (RiskEvent(ctx.height, 0, "create", role, ctx.tx_id, 0, b"", ""),),
     )
-    rs = replace(rs, deadline=ctx.time_ms + 1000 * rs.windows[0])
+    rs = replace(rs, deadline=ctx.due(rs.windows[0]))
     _check_commitment(rs)
     return Effect(rs.encode(), True)
 
@@ -324,7 +323,7 @@ class _Step:
 
     def to_stage(self, stage: str) -> None:
         window = self.rs.windows[WINDOWS.index("deposit" if stage == ORDER[0] else stage)]
-        self.rs = replace(self.rs, stage=stage, deadline=self.ctx.time_ms + 1000 * window)
+        self.rs = replace(self.rs, stage=stage, deadline=self.ctx.due(window))
 
     # -- signed moves ------------------------------------------------------------------
 
