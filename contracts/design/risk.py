@@ -118,6 +118,10 @@ class RiskDesign:
     # truth-telling constraints (private reports) that the rounded schedule breaks: always
     # empty for a private design that verified; for a public one, what a villager gains by lying
     truth_telling: list[str] = field(default_factory=list)
+    # rows that rounding broke and no margin can fix: they hold with equality at every
+    # feasible point (an implicit equality), and the exact optimum needs weights that are
+    # not multiples of 1 / resolution (an irrational audit probability, say)
+    unrepairable: list[str] = field(default_factory=list)
 
     @property
     def information(self) -> str:
@@ -413,6 +417,7 @@ def design_risk(problem: RiskProblem, resolution: int = 1_000_000) -> RiskDesign
             margins[r] = max(2 * margins[r], 2 * missed, 1e-12)
         found = _solve(prog, cost, margins)
         if found is None:  # the margins cannot all hold: keep the last rounding, unverified
+            design.unrepairable = [prog.ge[r][0] for r in deficits if _no_slack(prog, r)]
             break
         res = found
         design = _round(prog, problem, res, resolution, objective)
@@ -434,6 +439,16 @@ def design_risk(problem: RiskProblem, resolution: int = 1_000_000) -> RiskDesign
         private, _ = build(replace(problem, public=False))
         design.truth_telling = [name for name in violated(private, design) if name[:2] == "IC"]
     return design
+
+
+def _no_slack(prog: _Program, r: int) -> bool:
+    """Whether row r holds with equality at every feasible point: its largest slack is 0."""
+    _, row, rhs = prog.ge[r]
+    cost = np.zeros(len(prog.cols))
+    for c, v in row.items():
+        cost[c] = -float(v)
+    x = _solve(prog, cost, [0.0] * len(prog.ge))
+    return x is not None and -float(cost @ x) - float(rhs) <= 1e-9
 
 
 def _scaled_utility(u: F | None, impossible: F) -> int:

@@ -216,6 +216,7 @@ def design_risk_sharing(args: argparse.Namespace) -> int:
         "lp_optimum": d.lp_optimum,  # the exact LP, before rounding
         "optimality_gap": d.optimality_gap,  # lp_optimum - objective
         "margins": d.margins,  # rows re-solved with a margin because rounding broke them
+        "unrepairable": d.unrepairable,  # broken rows that hold with equality everywhere
         "binding": d.binding,
         "history_dependent": dependent,
         # the information regime, what the LP imposed (and the exact re-check verified), and

@@ -31,7 +31,15 @@ from dataclasses import replace
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from contracts.design.risk import InfeasibleDesign, RiskDesign, RiskProblem, Utility, design_risk
+from contracts.design.risk import (
+    InfeasibleDesign,
+    RiskDesign,
+    RiskProblem,
+    Utility,
+    build,
+    design_risk,
+    violated,
+)
 from contracts.risk_sharing.schedule import schedule_from_design
 
 
@@ -109,7 +117,10 @@ def test_the_rounded_design_is_near_the_lp_optimum_and_beats_what_is_feasible(
 ) -> None:
     d = designed(problem)
     tol = tolerance(d.lp_optimum)
-    assert d.verified, "every constraint holds exactly after rounding"
+    # Every constraint holds exactly after rounding, except a row the designer names as
+    # unrepairable: one that holds with equality at every feasible point (then no margin
+    # can absorb rounding; see test_risk_design.py for such a problem).
+    assert d.verified or set(violated(build(problem)[0], d)) <= set(d.unrepairable) != set()
     assert abs(d.objective - d.lp_optimum) <= tol, (d.objective, d.lp_optimum)
     assert d.optimality_gap == d.lp_optimum - d.objective
     # the contract's own exact check agrees: no lie pays under the schedule it would hold

@@ -29,6 +29,7 @@ from consensus.pbft.messages import (
 )
 from consensus.pow.seal import PowSeal, PowTip, PowWork
 from contracts.exchange import Exchange, ExchangeMove
+from contracts.kernel.engine import Sealed, SealedEvent
 from contracts.risk_sharing import Lottery, RiskEvent, RiskSharing, Schedule
 from ledger.block import Batch, BatchHeader, Block, BlockHeader, Genesis, Member, tx_root
 from ledger.contract import ContractRecord
@@ -306,6 +307,24 @@ RISK_SHARINGS = st.builds(
     INTS,
     tuples(RISK_EVENTS, 2),
 )
+SEALED_EVENTS = st.builds(SealedEvent, INTS, TEXT, INTS, BYTES, INTS, BYTES)
+TERMS = st.dictionaries(TEXT, PLAIN, max_size=3)
+SEALEDS = st.builds(
+    Sealed,
+    BYTES,
+    tuples(BYTES),
+    TERMS,
+    INTS,
+    tuples(INTS, 2),
+    TEXT,
+    INTS,
+    tuples(INTS),
+    tuples(BYTES),
+    tuples(BYTES),
+    tuples(BYTES),
+    TERMS,
+    tuples(SEALED_EVENTS, 2),
+)
 POW_WORKS = st.builds(PowWork, BYTES, INTS, BYTES)
 POW_SEALS = st.builds(PowSeal, INTS, BYTES, BYTES)
 POW_TIPS = st.builds(PowTip, INTS, BYTES, BYTES)
@@ -361,6 +380,8 @@ ROUND_TRIP_CASES: list[tuple[type[Struct], st.SearchStrategy[Any]]] = [
     (Schedule, SCHEDULES),
     (RiskEvent, RISK_EVENTS),
     (RiskSharing, RISK_SHARINGS),
+    (SealedEvent, SEALED_EVENTS),
+    (Sealed, SEALEDS),
     (PowWork, POW_WORKS),
     (PowSeal, POW_SEALS),
     (PowTip, POW_TIPS),

@@ -236,3 +236,24 @@ def test_create_refuses_a_public_or_hand_edited_design_file(tmp_path: Path) -> N
     path.write_text(json.dumps(edited))
     with pytest.raises(ConfigError, match="by reporting 300"):
         load_schedule(args)
+
+
+def test_a_row_with_no_slack_anywhere_is_named_unrepairable_not_verified() -> None:
+    """Found by the optimality property test: with limited commitment and audits, the
+    insurer's participation after a report of 1 holds with equality at every feasible
+    point, and the optimum audits with probability 1 - 1/sqrt(2), which no weight out of
+    10^6 hits exactly.  The designer must say so rather than call the rounding verified."""
+    problem = RiskProblem(
+        (1.0, 3.0),
+        (0.5, 0.5),
+        (-2.0, -1.0, 0.0, 1.0, 2.0),
+        Utility("crra", 0.5),
+        Utility("crra", 1.5),
+        endowment=2.0,
+        audit_cost=0.2,
+        participation=True,
+    )
+    d = design_risk(problem)
+    assert not d.verified
+    assert violated(build(problem)[0], d) == d.unrepairable == ["participation agent 2 at (1)"]
+    assert abs(float(d.audit_probability[0]) - (1 - 2**-0.5)) < 1e-6
