@@ -132,7 +132,8 @@ class KernelEngine:
             raise ContractError("wrong_party", f"only this contract's parties can {op}")
         if s.phase != OPS[op]:
             raise ContractError(
-                "out_of_phase", f"{op} belongs to the {OPS[op]} phase; the contract is in {s.phase}"
+                "out_of_phase",
+                f"{op} belongs to the {OPS[op]} phase; the contract is in its {s.phase} phase",
             )
         if ctx.time_ms > s.deadline:
             raise ContractError(

@@ -270,6 +270,12 @@ def design_risk_sharing(args: argparse.Namespace) -> int:
                 f"[yellow]not incentive compatible[/] for private reports "
                 f"({len(d.truth_telling)} lies pay): a contract refuses this schedule"
             )
+        if d.unrepairable:
+            console.print(
+                "[red]not verified[/]: rounding to 1/"
+                f"{d.resolution} breaks {'; '.join(d.unrepairable)}, which holds with "
+                "equality at every feasible point, so no margin can absorb it"
+            )
     return 0 if d.verified else 1
 
 

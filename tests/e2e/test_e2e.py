@@ -37,11 +37,13 @@ from tests.helpers.wait import wait_for
 ACCOUNTS = {"alice": 1_000_000, "bob": 1_000_000, "carol": 1_000_000, "dave": 1_000_000}
 
 
-def write_config(tmp: Path, nodes: int = 4, transport: str = "tcp") -> Path:
+def write_config(
+    tmp: Path, nodes: int = 4, transport: str = "tcp", accounts: dict[str, int] = ACCOUNTS
+) -> Path:
     path = tmp / "cluster.toml"
     mqtt = transport_settings(transport)
     ports = free_ports(2 * nodes)
-    path.write_text(local_cluster_toml("e2e", ports, ACCOUNTS, {"batch_wait_ms": 5}, mqtt=mqtt))
+    path.write_text(local_cluster_toml("e2e", ports, accounts, {"batch_wait_ms": 5}, mqtt=mqtt))
     return path
 
 
@@ -315,11 +317,15 @@ def test_bench_pbft_runs_and_reports() -> None:
 
 
 def test_demo_runs_the_main_job_and_cleans_up(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    # the default cluster.toml's accounts: enough people for every contract the demo plays
+    config = write_config(tmp_path, accounts=ACCOUNTS | {"erin": 1_000_000})
     cmd = [sys.executable, "-m", "node.cli.main", "-c", str(config), "demo", "--txs", "40"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all nodes agree" in out.stdout and out.stdout.count(": valid to height") == 4
+    text = " ".join(out.stdout.split())  # rich wraps long lines
+    assert "settled: carol +120" in text and "erin -10" in text  # the auction, erin silent
+    assert "decision: build" in text and "Clarke taxes burnt: 10" in text
     cfg = load_config(config)
     assert all(launcher.running_pid(cfg, n.id) is None for n in cfg.nodes)
     assert not any(cfg.pid_path(n.id).exists() for n in cfg.nodes)

@@ -179,6 +179,10 @@ def test_every_mechanism_designs_deploys_and_settles_through_the_cli(
             cli(cluster, capsys, *base, "deposit", "--id", cid, "--from", name, *extra)
         c = cli(cluster, capsys, *base, "commit", "--id", cid, "--from", name, "--message", message)
         assert c["status"] == "ok"
+        if name == parties[0]:  # too early to reveal: a clear error, and nothing changes
+            code = main(["-c", str(cluster.path), *base, "reveal", "--id", cid, "--from", name])
+            err = capsys.readouterr().err
+            assert code == 1 and "out_of_phase" in err and "commit phase" in err, err
     shown = cli(cluster, capsys, "contract", mech, "show", "--id", cid)
     assert shown["phase"] == "reveal" and not any(p["revealed"] for p in shown["parties"])
     assert all(p["message"] is None for p in shown["parties"])  # sealed until revealed
