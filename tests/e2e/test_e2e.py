@@ -47,7 +47,9 @@ def write_config(
     return path
 
 
-@pytest.fixture(scope="module", params=["tcp", "mqtt"])
+# Over MQTT this module runs in the slow lane: test_e2e_mqtt.py and the recovery tests
+# cover MQTT in the default lane.
+@pytest.fixture(scope="module", params=["tcp", pytest.param("mqtt", marks=pytest.mark.slow)])
 def cluster(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[ClusterConfig]:
