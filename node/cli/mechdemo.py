@@ -87,7 +87,9 @@ async def auction(cfg: ClusterConfig, client: RpcClient) -> bool:
     before = await call.balances(names)
     terms = {"format": "second", "units": 1, "reserve": RESERVE}
     parties = [call.key(n).address for n in BIDS]
-    await call("carol", "create", parties=parties, windows=[30, 3], penalty=PENALTY, terms=terms)
+    # erin's silence ends the reveal phase only at its deadline: 5 s, many times what the
+    # three reveals take, so a slow machine changes nothing but the wait
+    await call("carol", "create", parties=parties, windows=[30, 5], penalty=PENALTY, terms=terms)
     await call.sealed(BIDS, dict.fromkeys(BIDS, DEPOSIT), quiet=SILENT)
     console.print(
         f"carol sells one lamp, reserve {RESERVE}; sealed bids "
