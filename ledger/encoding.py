@@ -68,6 +68,8 @@ class Tag(IntEnum):
     ENVELOPE = 0x28
     SEALED = 0x29
     SEALED_EVENT = 0x2A
+    SMT_LEAF = 0x2B  # ledger.smt node hash prefixes, not structs
+    SMT_NODE = 0x2C
 
 
 SIGNING_BIT = 0x80  # a struct's signing bytes use its tag | 0x80, so they never equal an encoding
