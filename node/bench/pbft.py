@@ -6,6 +6,8 @@ fixed offered rates (open loop), saturation (closed loop, a bounded number in fl
 with --half, an open-loop phase at half the saturation rate.  Each phase also records, per
 node, CPU seconds and peak RSS, and the peer bytes sent per committed tx.  Results print as a
 table and, with --json/--out, as JSON; --plot draws throughput against latency (matplotlib).
+Before each node count's cluster starts, the run measures this machine's signature limit
+(node/bench/siglimit.py), and every phase carries its committed tx/s as a share of it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from node.bench.siglimit import SignatureLimit, limits_table, measure
 from node.cluster import launcher
 from node.cluster.config import ClusterConfig, load_config, local_cluster_toml
 from node.rpc.client import RpcClient
@@ -176,14 +179,19 @@ def peak_rss_mb(pid: int) -> float:
 def run_pbft_bench(args: argparse.Namespace) -> int:
     transports = ["tcp", "mqtt"] if args.transport == "mqtt" else ["tcp"]
     phases = []
+    limits: dict[int, SignatureLimit] = {}
     for nodes in int_list(args.nodes):
+        # measured before this n's cluster starts, so no node competes for the cores
+        limits[nodes] = limit = measure(nodes)
+        console.print(f"bench: signature limit for n = {nodes}: {limit.limit_tx_s:.0f} tx/s")
         for transport in transports:
-            phases += run_cluster(args, transport, nodes)
+            phases += [with_share(p, limit) for p in run_cluster(args, transport, nodes)]
     result = {
         "bench": "pbft",
         "nodes": int_list(args.nodes),
         "transports": transports,
         "machine": machine(),
+        "signature_limit": {str(n): limit.as_dict() for n, limit in limits.items()},
         "phases": phases,
     }
     render(result)
@@ -191,6 +199,11 @@ def run_pbft_bench(args: argparse.Namespace) -> int:
     if args.plot:
         plot(result, Path(args.plot))
     return 0
+
+
+def with_share(phase: dict[str, Any], limit: SignatureLimit) -> dict[str, Any]:
+    """A phase with its committed tx/s as a share of the machine's signature limit."""
+    return phase | {"share_of_limit": limit.share(phase["committed_tps"])}
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -247,8 +260,8 @@ def machine() -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> None:
     table = Table(title="tally bench pbft: signed transfers, every replica verifying every one")
-    columns = ["n", "transport", "phase", "offered", "committed tx/s", "p50 ms", "p90 ms"]
-    columns += ["p99 ms", "committed", "CPU s/node", "peak RSS MB", "wire B/tx"]
+    columns = ["n", "transport", "phase", "offered", "committed tx/s", "share of limit"]
+    columns += ["p50 ms", "p90 ms", "p99 ms", "committed", "CPU s/node", "peak RSS MB", "wire B/tx"]
     for col in columns:
         table.add_column(col, justify="right")
     for p in result["phases"]:
@@ -261,6 +274,7 @@ def render(result: dict[str, Any]) -> None:
             p["mode"],
             str(p["offered_tps"] or "max"),
             str(p["committed_tps"]),
+            f"{p['share_of_limit']:.2f}" if "share_of_limit" in p else "-",
             str(lat["p50"]),
             str(lat["p90"]),
             str(lat["p99"]),
@@ -270,6 +284,27 @@ def render(result: dict[str, Any]) -> None:
             str(p.get("wire_bytes_per_tx")),
         )
     console.print(table)
+    limits = [SignatureLimit(**s) for s in result.get("signature_limit", {}).values()]
+    if limits:
+        console.print(limits_table(limits))
+
+
+def add_siglimit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nodes", default="4", type=number_list(int), help="replicas, or a list: 4,7,10"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--out", help="also write the JSON result to this file")
+
+
+def run_siglimit_bench(args: argparse.Namespace) -> int:
+    """`tally bench siglimit`: the signature limit alone (node/bench/siglimit.py)."""
+    limits = [measure(n) for n in int_list(args.nodes) if n > 0]
+    signature_limit = {str(limit.nodes): limit.as_dict() for limit in limits}
+    result = {"bench": "siglimit", "machine": machine(), "signature_limit": signature_limit}
+    console.print(limits_table(limits))
+    emit(args, result)
+    return 0
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -314,6 +349,7 @@ def add_memory_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_memory_bench(args: argparse.Namespace) -> int:
     """Commit `--transfers` transfers at saturation on 4 nodes, sampling each node's RSS."""
+    limit = measure(4)  # before the cluster starts: see run_pbft_bench
     workdir = Path(tempfile.mkdtemp(prefix="tally-bench-memory-"))
     config = write_cluster(workdir, args)
     cfg = load_config(config)
@@ -344,6 +380,8 @@ def run_memory_bench(args: argparse.Namespace) -> int:
         "transfers": args.transfers,
         "committed": phase["committed"],
         "committed_tps": phase["committed_tps"],
+        "signature_limit": {"4": limit.as_dict()},
+        "share_of_limit": limit.share(phase["committed_tps"]),
         "peak_rss_mb": peaks,
         "samples": samples,
     }

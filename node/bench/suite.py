@@ -93,18 +93,48 @@ def _latency(p: dict[str, Any], *keys: str) -> list[Any]:
     return [p["latency_ms"][k] for k in keys]
 
 
+def _tps(p: dict[str, Any]) -> str:
+    """Committed tx/s, and beside it the share of the signature limit when the run measured it."""
+    share = p.get("share_of_limit")
+    return f"{p['committed_tps']}" if share is None else f"{p['committed_tps']} ({share:.2f})"
+
+
+def _share_of(result: dict[str, Any]) -> str:
+    share = result.get("share_of_limit")
+    return "" if share is None else f" ({share:.2f} of the signature limit)"
+
+
+def _limits(*results: dict[str, Any] | None) -> list[str]:
+    """One sentence: the signature limit each run measured, per node count."""
+    limits = {n: s for r in results if r for n, s in r.get("signature_limit", {}).items()}
+    if not limits:
+        return []
+    each = "; ".join(
+        f"n = {n}: {s['limit_tx_s']:,.0f} tx/s (verify {s['verify_us']:.1f} µs, "
+        f"sign {s['sign_us']:.1f} µs, {s['cores']} cores)"
+        for n, s in sorted(limits.items(), key=lambda item: int(item[0]))
+    )
+    return [
+        "In brackets: the share of this machine's signature limit, cores / (n verifications "
+        f"+ 1 signature) per tx, measured by PyNaCl in the same run: {each}.",
+        "",
+    ]
+
+
 def _pbft(out: Path) -> list[str]:
-    phases = [p for n in ("pbft4", "pbft7_10") for p in (load(out, n) or {}).get("phases", [])]
+    results = [load(out, "pbft4"), load(out, "pbft7_10")]
+    phases = [p for r in results for p in (r or {}).get("phases", [])]
     if not phases:
         return []
-    header = ["n", "phase", "offered tx/s", "committed tx/s", "p50 ms", "p90 ms", "p99 ms"]
+    header = ["n", "phase", "offered tx/s", "committed tx/s (share of limit)"]
+    header += ["p50 ms", "p90 ms", "p99 ms"]
     header += ["committed", "CPU s per node (max)", "peak RSS MB (max)", "wire bytes per tx"]
     rows = [
         [
             p["nodes"],
             p["mode"],
             p["offered_tps"] or "max",
-            p["committed_tps"],
+            _tps(p),
             *_latency(p, "p50", "p90", "p99"),
             p["committed"],
             f"{max(p['cpu_s'].values()):.1f}",
@@ -114,6 +144,7 @@ def _pbft(out: Path) -> list[str]:
         for p in phases
     ]
     lines = table("PBFT (signed transfers, every replica verifying every signature)", header, rows)
+    lines += _limits(*results)
     sat = {p["nodes"]: p["committed_tps"] for p in phases if p["mode"] == "saturation"}
     if 4 in sat and 7 in sat:
         lines += [f"n = 7 reaches {100 * sat[7] / sat[4]:.0f}% of n = 4's saturation rate.", ""]
@@ -124,19 +155,21 @@ def _transport(out: Path) -> list[str]:
     result = load(out, "transport")
     if result is None:
         return []
-    header = ["transport", "phase", "offered tx/s", "committed tx/s", "p50 ms", "p99 ms"]
+    header = ["transport", "phase", "offered tx/s", "committed tx/s (share of limit)"]
+    header += ["p50 ms", "p99 ms"]
     rows = [
         [
             p["transport"],
             p["mode"],
             p["offered_tps"] or "max",
-            p["committed_tps"],
+            _tps(p),
             *_latency(p, "p50", "p99"),
             p["wire_bytes_per_tx"],
         ]
         for p in result["phases"]
     ]
-    return table("Transport: TCP and MQTT, the same load", [*header, "wire bytes per tx"], rows)
+    lines = table("Transport: TCP and MQTT, the same load", [*header, "wire bytes per tx"], rows)
+    return lines + _limits(result)
 
 
 def _contracts(out: Path) -> list[str]:
@@ -187,9 +220,11 @@ def _memory(out: Path) -> list[str]:
     return [
         "## Memory",
         "",
-        f"{result['committed']} transfers committed at {result['committed_tps']} tx/s. "
+        f"{result['committed']} transfers committed at {result['committed_tps']} tx/s"
+        f"{_share_of(result)}. "
         f"Peak RSS per node (MB): {peaks}. Largest RSS along the way (committed: MB): {curve}.",
         "",
+        *_limits(result),
     ]
 
 

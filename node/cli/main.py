@@ -214,6 +214,7 @@ BENCHES = {
     "pbft": ("node.bench.pbft", "run_pbft_bench"),
     "transport": ("node.bench.pbft", "run_pbft_bench"),
     "memory": ("node.bench.pbft", "run_memory_bench"),
+    "siglimit": ("node.bench.pbft", "run_siglimit_bench"),
     "pow": ("node.bench.pow", "run_pow_bench"),
     "double-spend": ("node.bench.pow", "run_double_spend_bench"),
     "risk-design": ("node.bench.design", "run_design_bench"),
@@ -359,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_suite_benches(b: Any) -> None:
     from node.bench.contracts import add_contract_bench_arguments
     from node.bench.integrity import add_integrity_arguments
-    from node.bench.pbft import add_memory_arguments
+    from node.bench.pbft import add_memory_arguments, add_siglimit_arguments
     from node.bench.replay import add_replay_arguments
     from node.bench.sim import add_sim_bench_arguments
     from node.bench.suite import add_suite_arguments
@@ -383,6 +384,11 @@ def _add_suite_benches(b: Any) -> None:
             add_integrity_arguments,
         ),
         ("memory", "peak RSS per node while committing many transfers", add_memory_arguments),
+        (
+            "siglimit",
+            "this machine's Ed25519 limit: cores / (n verifications + 1 signature) per tx",
+            add_siglimit_arguments,
+        ),
         ("suite", "every benchmark, one after another, and a Markdown report", add_suite_arguments),
     ]
     for name, help_, add in benches:

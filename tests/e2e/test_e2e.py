@@ -316,6 +316,11 @@ def test_bench_pbft_runs_and_reports() -> None:
     assert phase["committed"] == phase["submitted"] > 0
     latency = phase["latency_ms"]
     assert phase["committed_tps"] > 0 and 0 < latency["p50"] <= latency["p90"] <= latency["p99"]
+    # the machine's signature limit, measured in the same run, and the phase's share of it
+    limit = result["signature_limit"]["4"]
+    assert limit["n_verify"] == 4 and limit["verify_us"] > 0 and limit["sign_us"] > 0
+    share = phase["committed_tps"] / limit["limit_tx_s"]
+    assert phase["share_of_limit"] == pytest.approx(share, abs=1e-4) and 0 < share < 1
 
 
 def test_demo_runs_the_main_job_and_cleans_up(tmp_path: Path) -> None:
