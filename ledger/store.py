@@ -12,7 +12,7 @@ chain's head (`check_head`).  A damaged file is a StoreDamaged, never an answer.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +23,8 @@ from ledger.encoding import DecodeError
 from ledger.errors import InvalidBlock
 from ledger.state import Account, Receipt, State, genesis_header, receipts_root
 from ledger.tx import EVIDENCE, Tx
+
+IDS_PER_QUERY = 500  # bound parameters in one query, far below SQLite's limit (32766)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -396,6 +398,22 @@ class Store:
         if row is None:
             return None
         return TxRecord(Tx.decode(bytes(row[0])), row[1], row[2], row[3])
+
+    def get_txs(self, tx_ids: Sequence[bytes]) -> dict[bytes, TxRecord]:
+        """The latest inclusion of each of `tx_ids` that was ever included: one query for up
+        to IDS_PER_QUERY ids, so a batch of submissions costs one round trip, not one per tx."""
+        found: dict[bytes, TxRecord] = {}
+        for i in range(0, len(tx_ids), IDS_PER_QUERY):
+            chunk = tx_ids[i : i + IDS_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT tx_id, raw, height, idx, reason FROM txs "
+                f"WHERE tx_id IN ({marks}) ORDER BY height",  # later inclusions overwrite
+                chunk,
+            ).fetchall()
+            for tx_id, raw, height, idx, reason in rows:
+                found[bytes(tx_id)] = TxRecord(Tx.decode(bytes(raw)), height, idx, reason)
+        return found
 
     # -- what consensus signed, kept so a restarted replica never contradicts itself ---------
 

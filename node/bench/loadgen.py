@@ -1,9 +1,9 @@
 """The benchmark's load generator, run as its own OS process by `tally bench pbft`.
 
 It pre-signs transfers, submits them open-loop at a fixed rate (or, with
---rate 0, as fast as the cluster takes them with a bounded number in flight),
-watches blocks commit on one node, and writes throughput and
-submit-to-commit latency as JSON.
+--rate 0, as fast as the cluster takes them with a bounded number in flight)
+with `submit_txs`, --submit-batch txs per call, watches blocks commit on one
+node, and writes throughput and submit-to-commit latency as JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ledger.tx import transfer
 from node.cluster.accounts import account_key
 from node.cluster.bootstrap import load_genesis
 from node.cluster.config import ClusterConfig, load_config
-from node.rpc.client import RpcClient
+from node.rpc.client import SUBMIT_BATCH, RpcClient
 from node.rpc.jsonrpc import RpcError
 
 TICK_S = 0.005
@@ -50,8 +50,10 @@ async def presign(cfg: ClusterConfig, count: int) -> list[Work]:
 
 
 class Run:
-    def __init__(self, cfg: ClusterConfig, rate: int, duration: float) -> None:
-        self.cfg, self.rate, self.duration = cfg, rate, duration
+    def __init__(
+        self, cfg: ClusterConfig, rate: int, duration: float, batch: int = SUBMIT_BATCH
+    ) -> None:
+        self.cfg, self.rate, self.duration, self.batch = cfg, rate, duration, batch
         self.clients = [RpcClient(n.rpc_url, timeout=30.0) for n in cfg.nodes]
         self.submitted: dict[bytes, float] = {}
         self.committed: dict[bytes, float] = {}
@@ -62,7 +64,7 @@ class Run:
         now = time.monotonic()
         for tx_id, _ in txs:
             self.submitted[tx_id] = now
-        results = await self.clients[node].batch([("submit_tx", {"tx": raw}) for _, raw in txs])
+        results = await self.clients[node].submit_txs([raw for _, raw in txs], size=self.batch)
         self.rejected += sum(isinstance(r, RpcError) for r in results)
 
     async def watch(self, stop: asyncio.Event) -> None:
@@ -99,12 +101,17 @@ class Run:
 
 
 async def run(
-    cfg: ClusterConfig, rate: int, duration: float, drain_s: float, total: int | None = None
+    cfg: ClusterConfig,
+    rate: int,
+    duration: float,
+    drain_s: float,
+    total: int | None = None,
+    batch: int = SUBMIT_BATCH,
 ) -> dict[str, Any]:
     count = int(rate * duration) if rate else int(SATURATION_RATE_CAP * duration)
     count = min(count, total) if total else count
     work = await presign(cfg, count)
-    r = Run(cfg, rate, duration)
+    r = Run(cfg, rate, duration, batch)
     stop = asyncio.Event()
     watcher = asyncio.create_task(r.watch(stop))
     start, end = await r.drive(work)
@@ -151,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for stragglers")
     p.add_argument("--out", required=True, help="JSON result file")
     p.add_argument("--total", type=int, help="stop after submitting this many txs")
+    p.add_argument("--submit-batch", type=int, default=SUBMIT_BATCH, help="txs per call")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
-    result = asyncio.run(run(cfg, args.rate, args.duration, args.drain, args.total))
+    run_ = run(cfg, args.rate, args.duration, args.drain, args.total, args.submit_batch)
+    result = asyncio.run(run_)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     return 0

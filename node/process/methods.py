@@ -10,6 +10,8 @@ from typing import Any
 
 from ledger.crypto import ADDRESS_SIZE
 from ledger.errors import LedgerError, UnknownBlock, UnknownContract, UnknownTx
+from ledger.store import TxRecord
+from ledger.tx import Tx
 from node.cluster.config import NodeSpec
 from node.process import limits
 from node.process.runtime import NodeRuntime, now_ms
@@ -43,6 +45,11 @@ def hex_param(params: dict[str, Any], name: str, size: int | None = None) -> byt
     if size is not None and len(value) != size:
         raise RpcError(INVALID_PARAMS, f"invalid param {name!r}: expected {size} bytes of hex")
     return value
+
+
+def committed_answer(record: TxRecord) -> dict[str, Any]:
+    """A submitted tx that is already on the chain: where, and its receipt."""
+    return {"tx_id": record.tx.tx_id.hex(), "height": record.height, "status": record.reason}
 
 
 class LedgerMethods:
@@ -111,7 +118,7 @@ class LedgerMethods:
             raise
         done = self.store.get_tx(tx.tx_id)
         if done is not None:
-            return {"tx_id": tx.tx_id.hex(), "height": done.height, "status": done.reason}
+            return committed_answer(done)
         future = self.node.submit(tx, wait=wait == "commit")
         if future is None:
             return {"tx_id": tx.tx_id.hex(), "status": "pending"}
@@ -120,6 +127,56 @@ class LedgerMethods:
         except TimeoutError:
             self.node.forget_waiter(tx.tx_id, future)
             return {"tx_id": tx.tx_id.hex(), "status": "pending"}
+
+    async def submit_txs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Many txs in one call, each answered as submit_tx (without `wait`) would answer it;
+        a refused tx is refused alone, as `{status: "refused", error}`."""
+        checked = [self.check(i, raw) for i, raw in enumerate(self.txs_param(params))]
+        txs = [tx for tx in checked if isinstance(tx, Tx)]
+        # A tx that passes check_tx has a nonce its sender has not used, so a committed copy
+        # can only be one whose receipt failed (that consumes no nonce): rare, but only the
+        # store knows, so it is asked once for the whole call, not once per tx.
+        done = self.store.get_txs([tx.tx_id for tx in txs]) if txs else {}
+        return [self.enqueue(tx, done) for tx in checked]
+
+    def txs_param(self, params: dict[str, Any]) -> list[Any]:
+        txs = param(params, "txs", list)
+        limit = self.dispatcher.max_batch
+        if limit is not None and len(txs) > limit:
+            message = f"invalid param 'txs': {len(txs)} txs (at most {limit})"
+            raise RpcError(INVALID_PARAMS, message, {"max_batch": limit})
+        return txs
+
+    def check(self, i: int, raw: Any) -> Tx | RpcError:
+        """`raw` (hex) checked as submit_tx checks its `tx`, or the error it would answer."""
+        try:
+            data = bytes.fromhex(raw.removeprefix("0x")) if isinstance(raw, str) else None
+        except ValueError:
+            data = None
+        if data is None:
+            return RpcError(INVALID_PARAMS, f"invalid param 'txs[{i}]': expected hex")
+        try:
+            return self.node.check_tx(data)
+        except LedgerError as e:
+            self.node.count_error(e)
+            return rpc_error(e)
+
+    def enqueue(self, tx: Tx | RpcError, done: dict[bytes, TxRecord]) -> dict[str, Any]:
+        if isinstance(tx, RpcError):
+            return self.refused(tx)
+        if (record := done.get(tx.tx_id)) is not None:
+            return committed_answer(record)
+        try:
+            self.node.submit(tx, wait=False)
+        except LedgerError as e:  # Overloaded: the input queue is full
+            return self.refused(rpc_error(e))
+        return {"tx_id": tx.tx_id.hex(), "status": "pending"}
+
+    def refused(self, error: RpcError) -> dict[str, Any]:
+        """One refused tx of a submit_txs call: the error submit_tx would have answered,
+        counted as that answer would have been."""
+        self.dispatcher.errors[error.code] += 1
+        return {"status": "refused", "error": error.to_json()}
 
     async def get_block(self, params: dict[str, Any]) -> dict[str, Any]:
         height = param(params, "height", int)
@@ -211,6 +268,7 @@ class LedgerMethods:
 METHODS: dict[str, tuple[str, ...]] = {
     "status": (),
     "submit_tx": ("tx", "wait"),
+    "submit_txs": ("txs",),
     "get_block": ("height", "txs"),
     "get_tx": ("tx_id",),
     "get_account": ("address",),

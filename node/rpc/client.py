@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from node.rpc.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
+from node.rpc.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, RpcError
 
-__all__ = ["RpcClient", "RpcError", "RpcUnavailable", "call_sync"]
+__all__ = ["SUBMIT_BATCH", "RpcClient", "RpcError", "RpcUnavailable", "call_sync"]
+
+# txs per submit_txs call by default: a PBFT batch's worth (batch_size_max), well below the
+# node's max_batch, so one call's checks do not hold the node's event loop for long
+SUBMIT_BATCH = 500
 
 
 class RpcUnavailable(ConnectionError):
@@ -81,13 +86,39 @@ class RpcClient:
             try:
                 results += await self._batch(chunk)
             except RpcError as e:
-                limit = e.data.get("max_batch") if isinstance(e.data, dict) else None
-                if e.code != INVALID_REQUEST or not isinstance(limit, int):
+                if not self._learn_max_batch(e, len(chunk), INVALID_REQUEST):
                     raise
-                if not 0 < limit < len(chunk):
-                    raise
-                self.max_batch = limit
         return results
+
+    async def submit_txs(
+        self, txs: Sequence[bytes | str], *, size: int = SUBMIT_BATCH
+    ) -> list[dict[str, Any] | RpcError]:
+        """Submit signed txs (encodings, or their hex) with `submit_txs`, `size` per call, in
+        order.  Each answer is submit_tx's: a dict (`{tx_id, status: "pending"}`, or `{tx_id,
+        height, status}` if already committed), or the RpcError it would have raised."""
+        hexes = [t if isinstance(t, str) else t.hex() for t in txs]
+        results: list[dict[str, Any] | RpcError] = []
+        while len(results) < len(hexes):
+            chunk = hexes[len(results) : len(results) + min(size, self.max_batch or size)]
+            try:
+                answers = await self.call("submit_txs", txs=chunk)
+            except RpcError as e:
+                if not self._learn_max_batch(e, len(chunk), INVALID_PARAMS):
+                    raise
+                continue
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                raise RpcUnavailable(f"malformed submit_txs answer from {self.url}")
+            results += [_submitted(a) for a in answers]
+        return results
+
+    def _learn_max_batch(self, error: RpcError, sent: int, code: int) -> bool:
+        """Whether `error` refused `sent` items for being more than the node takes at once
+        (it then says how many: `data.max_batch`); if so, send that many from now on."""
+        limit = error.data.get("max_batch") if isinstance(error.data, dict) else None
+        if error.code != code or not isinstance(limit, int) or not 0 < limit < sent:
+            return False
+        self.max_batch = limit
+        return True
 
     async def _batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any | RpcError]:
         ids = [next(self._ids) for _ in calls]
@@ -129,6 +160,14 @@ class RpcClient:
                 headers=self._headers, timeout=aiohttp.ClientTimeout(total=self._timeout)
             )
         return self._session
+
+
+def _submitted(answer: Any) -> dict[str, Any] | RpcError:
+    if isinstance(answer, dict) and answer.get("status") == "refused":
+        return RpcError.from_json(answer.get("error"))
+    if not isinstance(answer, dict):
+        return RpcError(INTERNAL_ERROR, f"malformed submit_txs answer: {answer!r}")
+    return answer
 
 
 def _outcome(response: Any) -> Any:
