@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.bench.pbft import console, machine
+from node.bench.pbft import console, machine, tps_cell
 
 # (name, arguments after `tally bench`): the order they run in.
 SUITE: list[tuple[str, list[str]]] = [
@@ -93,12 +93,6 @@ def _latency(p: dict[str, Any], *keys: str) -> list[Any]:
     return [p["latency_ms"][k] for k in keys]
 
 
-def _tps(p: dict[str, Any]) -> str:
-    """Committed tx/s, and beside it the share of the signature limit when the run measured it."""
-    share = p.get("share_of_limit")
-    return f"{p['committed_tps']}" if share is None else f"{p['committed_tps']} ({share:.2f})"
-
-
 def _share_of(result: dict[str, Any]) -> str:
     share = result.get("share_of_limit")
     return "" if share is None else f" ({share:.2f} of the signature limit)"
@@ -134,7 +128,7 @@ def _pbft(out: Path) -> list[str]:
             p["nodes"],
             p["mode"],
             p["offered_tps"] or "max",
-            _tps(p),
+            tps_cell(p),
             *_latency(p, "p50", "p90", "p99"),
             p["committed"],
             f"{max(p['cpu_s'].values()):.1f}",
@@ -162,7 +156,7 @@ def _transport(out: Path) -> list[str]:
             p["transport"],
             p["mode"],
             p["offered_tps"] or "max",
-            _tps(p),
+            tps_cell(p),
             *_latency(p, "p50", "p99"),
             p["wire_bytes_per_tx"],
         ]
