@@ -95,6 +95,9 @@ def test_the_suite_report_shows_the_share_beside_each_tx_s(tmp_path: Path) -> No
     }
     result = {"signature_limit": {"4": limit.as_dict()}, "phases": [with_share(phase, limit)]}
     (tmp_path / "pbft4.json").write_text(json.dumps(result))
+    older = {"phases": [phase | {"nodes": 7, "committed_tps": 900.0}]}  # before the limit
+    (tmp_path / "pbft7_10.json").write_text(json.dumps(older))
     report = render_report(tmp_path, [])
     assert "| 4 | saturation | max | 1923.1 (0.25) | 40 |" in report
+    assert "| 7 | saturation | max | 900.0 | 40 |" in report
     assert "n = 4: 7,692 tx/s (verify 60.0 µs, sign 20.0 µs, 2 cores)" in report
