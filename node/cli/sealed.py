@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import json
 import os
@@ -26,7 +27,7 @@ from node.cli.contractcalls import answer, call, contract_id, show
 from node.cli.output import console
 from node.cli.risk import ledger_time
 from node.cli.secrets import keep, load
-from node.cluster.accounts import resolve_address, signer_key
+from node.cluster.accounts import known_names, resolve_address, signer_key
 from node.cluster.config import ClusterConfig, ConfigError
 from node.engines import chain_engines
 
@@ -101,7 +102,8 @@ def cmd_sealed(args: argparse.Namespace, cfg: ClusterConfig, url: str) -> int:
         result["contract_id"] = result["tx_id"]
     else:
         result = asyncio.run(_move(cfg, url, args))
-    return answer(result, args.json, args.op, render)
+    names = known_names(cfg) if args.op == "show" and not args.json else {}
+    return answer(result, args.json, args.op, functools.partial(render, names=names))
 
 
 def create_args(cfg: ClusterConfig, args: argparse.Namespace) -> dict[str, Any]:
@@ -192,7 +194,7 @@ def _check_message(
         raise ConfigError(f"the contract would refuse this message at reveal: {e}") from None
 
 
-def render(op: str, r: dict[str, Any]) -> None:
+def render(op: str, r: dict[str, Any], names: dict[str, str] | None = None) -> None:
     if op != "show":
         where = f" at height {r['height']}" if "height" in r else ""
         extra = f"; contract id {r['contract_id']}" if "contract_id" in r else ""
@@ -206,7 +208,7 @@ def render(op: str, r: dict[str, Any]) -> None:
     table = Table("party", "deposit", "required", "committed", "message")
     for p in r["parties"]:
         table.add_row(
-            p["address"][:16],
+            (names or {}).get(p["address"], p["address"][:16]),
             str(p["deposit"]),
             str(p["required"]),
             "yes" if p["committed"] else "no",

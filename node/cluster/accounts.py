@@ -32,3 +32,14 @@ def resolve_address(cfg: ClusterConfig, name_or_address: str) -> bytes:
         except ValueError:
             pass
     return signer_key(cfg, name_or_address).address
+
+
+def known_names(cfg: ClusterConfig) -> dict[str, str]:
+    """Address (hex) -> name, for every account and member whose key is in data_dir."""
+    names = {}
+    for name in [*cfg.accounts, *cfg.node_ids()]:
+        try:
+            names[signer_key(cfg, name).address.hex()] = name
+        except (ConfigError, OSError):
+            continue  # no key made yet
+    return names
