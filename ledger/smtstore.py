@@ -40,9 +40,13 @@ class SqliteNodeStore:
         return blob
 
     def put_many(self, nodes: Mapping[bytes, bytes]) -> None:
-        self._db.executemany("INSERT OR IGNORE INTO smt_nodes VALUES (?, ?)", nodes.items())
-        for h, blob in nodes.items():
-            self._remember(h, blob)
+        # In hash order: each index page is visited once, not once per node on it.
+        rows = sorted(nodes.items())
+        self._db.executemany("INSERT OR IGNORE INTO smt_nodes VALUES (?, ?)", rows)
+        if self._limit:
+            self._cache.update(rows)  # new nodes go to the recent end; trimmed once, below
+            for _ in range(len(self._cache) - self._limit):
+                self._cache.popitem(last=False)
 
     def hashes(self) -> Iterator[bytes]:
         # Fetched whole first: the caller may delete while it iterates.

@@ -220,6 +220,7 @@ BENCHES = {
     "risk-design": ("node.bench.design", "run_design_bench"),
     "contracts": ("node.bench.contracts", "run_contract_bench"),
     "replay": ("node.bench.replay", "run_replay_bench"),
+    "state": ("node.bench.state", "run_state_bench"),
     "sim": ("node.bench.sim", "run_sim_bench"),
     "integrity": ("node.bench.integrity", "run_integrity_bench"),
     "suite": ("node.bench.suite", "run_suite"),
@@ -363,6 +364,7 @@ def _add_suite_benches(b: Any) -> None:
     from node.bench.pbft import add_memory_arguments, add_siglimit_arguments
     from node.bench.replay import add_replay_arguments
     from node.bench.sim import add_sim_bench_arguments
+    from node.bench.state import add_state_arguments
     from node.bench.suite import add_suite_arguments
 
     benches: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
@@ -378,6 +380,11 @@ def _add_suite_benches(b: Any) -> None:
             add_replay_arguments,
         ),
         ("sim", "simulator speed: simulated seconds per wall second", add_sim_bench_arguments),
+        (
+            "state",
+            "the state root's update per block as the number of accounts grows",
+            add_state_arguments,
+        ),
         (
             "integrity",
             "the start-up checks of a store (SQLite's, the header chain, the state root)",

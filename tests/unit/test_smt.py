@@ -12,6 +12,7 @@ import pytest
 from ledger import smt
 from ledger.encoding import Tag, hash_bytes
 from ledger.smtstore import SqliteNodeStore
+from node.bench.state import Case, run_case
 
 
 def key(i: int) -> bytes:
@@ -289,3 +290,14 @@ def test_sqlite_prune(tmp_path: Path) -> None:
     with pytest.raises(smt.MissingNode):
         smt.get(store, first, key(1))  # evicted from the cache too, not only deleted
     assert smt.get(store, second, key(2)) == b"x"
+
+
+# -- the benchmark (node/bench/state.py), at a toy size: it runs and counts what it claims -------
+
+
+def test_the_state_bench_runs_a_case() -> None:
+    row = run_case(Case(accounts=300, store="sqlite", changes=40, reps=2, seed=1, compare=True))
+    assert row["accounts"] == 300 and row["store"] == "sqlite"
+    assert row["nodes"] >= 2 * 300 - 1  # the build: 300 leaves and the internal nodes above them
+    assert 40 < row["nodes_written"] < row["nodes"]
+    assert row["state_root_ms"] is not None and row["peak_rss_mb"] > 0

@@ -1,0 +1,256 @@
+"""`tally bench state`: what a block's state-root update costs as the number of accounts grows.
+
+For each size and node store it builds a sparse Merkle tree (ledger/smt.py) of that many
+accounts, then times `update` for blocks that each touch `--changes` random accounts (1000 =
+a 500-transfer block: a sender and a receiver each), and beside it today's `State.root()`
+(ledger/state.py) over the same accounts.  Each (size, store) runs in a fresh process, so its
+peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from random import Random
+from typing import Any
+
+from rich.table import Table
+
+from ledger import smt
+from ledger.contract import NO_ENGINES
+from ledger.smtstore import CACHE_NODES, SqliteNodeStore
+from ledger.state import Account, State
+from node.bench.pbft import console, emit, machine, number_list
+
+STORES = ("sqlite", "memory")
+COMPARE_UP_TO = 100_000  # State.root() takes seconds per block above this
+BUILD_CHUNK = 50_000  # accounts per build update: bounds the new-node dict the build holds
+
+
+def add_state_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--accounts",
+        default="1000,100000,1000000",
+        type=number_list(int),
+        help="accounts in the state, or a list (default: 1000,100000,1000000)",
+    )
+    p.add_argument("--changes", type=int, default=1000, help="accounts a block touches")
+    p.add_argument("--reps", type=int, default=9, help="blocks timed per size")
+    p.add_argument("--stores", default="sqlite,memory", help="node stores: sqlite, memory")
+    p.add_argument("--seed", type=int, default=1, help="seed of the accounts a block touches")
+    p.add_argument(
+        "--compare-all",
+        action="store_true",
+        help=f"time State.root() above {COMPARE_UP_TO:,} accounts too",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--out", help="also write the JSON result to this file")
+
+
+@dataclass(frozen=True)
+class Case:
+    accounts: int
+    store: str
+    changes: int
+    reps: int
+    seed: int
+    compare: bool
+
+
+class _Counted:
+    """A node store that counts the nodes each update writes (reads go straight through)."""
+
+    def __init__(self, inner: smt.MemoryNodeStore | SqliteNodeStore) -> None:
+        self.inner = inner
+        self.get = inner.get
+        self.written = 0
+
+    def put_many(self, nodes: Mapping[bytes, bytes]) -> None:
+        self.written += len(nodes)
+        self.inner.put_many(nodes)
+
+
+def address(i: int) -> bytes:
+    return i.to_bytes(20, "big")
+
+
+def account(i: int, block: int) -> Account:
+    return Account(address(i), 10**12 - block, block)
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def build(store: _Counted, n: int, db: sqlite3.Connection | None) -> tuple[bytes, float]:
+    """The tree of accounts 0..n-1, and the seconds it took (commits included)."""
+    start = time.perf_counter()
+    root = smt.EMPTY
+    for lo in range(0, n, BUILD_CHUNK):
+        chunk = range(lo, min(n, lo + BUILD_CHUNK))
+        root = smt.update(
+            store, root, {smt.account_key(address(i)): account(i, 0).encode() for i in chunk}
+        )
+        if db is not None:
+            db.commit()
+    return root, time.perf_counter() - start
+
+
+def time_updates(
+    case: Case, store: _Counted, root: bytes, db: sqlite3.Connection | None
+) -> dict[str, Any]:
+    """Chained blocks, each touching `case.changes` random accounts: update, then commit."""
+    rng = Random(case.seed)
+    updates, commits, written = [], [], []
+    for block in range(1, case.reps + 1):
+        touched = rng.sample(range(case.accounts), min(case.changes, case.accounts))
+        changes = {smt.account_key(address(i)): account(i, block).encode() for i in touched}
+        before = store.written
+        start = time.perf_counter()
+        root = smt.update(store, root, changes)
+        updates.append(time.perf_counter() - start)
+        written.append(store.written - before)
+        start = time.perf_counter()
+        if db is not None:
+            db.commit()
+        commits.append(time.perf_counter() - start)
+    return {
+        "update_ms_median": ms(statistics.median(updates)),
+        "update_ms_p90": ms(percentile(updates, 0.9)),
+        "commit_ms_median": ms(statistics.median(commits)),
+        "nodes_written": round(statistics.median(written)),
+        "prove_us": time_proofs(store, root, case),
+    }
+
+
+def time_proofs(store: _Counted, root: bytes, case: Case) -> float:
+    """The mean µs of one inclusion proof of a random account."""
+    sample = Random(case.seed + 1).sample(range(case.accounts), min(200, case.accounts))
+    keys = [smt.account_key(address(i)) for i in sample]
+    start = time.perf_counter()
+    for k in keys:
+        smt.prove(store, root, k)
+    return round((time.perf_counter() - start) / len(keys) * 1e6, 1)
+
+
+def time_state_root(case: Case) -> float:
+    """The median ms of today's State.root() for a block over the same accounts."""
+    accounts = {address(i): account(i, 0) for i in range(case.accounts)}
+    State(accounts, engines=NO_ENGINES).root()  # every account's encoding cached, as in a node
+    rng = Random(case.seed)
+    times = []
+    for block in range(1, min(case.reps, 3) + 1):
+        for i in rng.sample(range(case.accounts), min(case.changes, case.accounts)):
+            accounts[address(i)] = account(i, block)
+        state = State(accounts, engines=NO_ENGINES)
+        start = time.perf_counter()
+        state.root()
+        times.append(time.perf_counter() - start)
+    return ms(statistics.median(times))
+
+
+def run_case(case: Case) -> dict[str, Any]:
+    """One size on one store, in this process (see `main`)."""
+    with tempfile.TemporaryDirectory(prefix="tally-state-") as tmp:
+        db = None
+        if case.store == "sqlite":
+            db = sqlite3.connect(Path(tmp) / "nodes.sqlite")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # the chain store's default
+            inner: smt.MemoryNodeStore | SqliteNodeStore = SqliteNodeStore(db)
+        else:
+            inner = smt.MemoryNodeStore()
+        store = _Counted(inner)
+        root, build_s = build(store, case.accounts, db)
+        result: dict[str, Any] = {
+            "accounts": case.accounts,
+            "store": case.store,
+            "build_s": round(build_s, 2),
+            "nodes": store.written,
+            **time_updates(case, store, root, db),
+        }
+        if db is not None:
+            db.close()
+    result["state_root_ms"] = time_state_root(case) if case.compare else None
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result
+
+
+def run_state_bench(args: argparse.Namespace) -> int:
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if not stores or any(s not in STORES for s in stores):
+        console.print(f"--stores: expected some of {', '.join(STORES)}, got {args.stores!r}")
+        return 2
+    rows = []
+    for n in (int(x) for x in args.accounts.split(",") if x.strip()):
+        for store in stores:
+            compare = n <= COMPARE_UP_TO or args.compare_all
+            case = Case(n, store, args.changes, args.reps, args.seed, compare)
+            console.print(f"state: {n:,} accounts, {store} store")
+            rows.append(run_in_process(case))
+    result = {
+        "bench": "state",
+        "machine": machine(),
+        "changes": args.changes,
+        "reps": args.reps,
+        "cache_nodes": CACHE_NODES,
+        "results": rows,
+    }
+    console.print(table(args, rows))
+    emit(args, result)
+    return 0
+
+
+def run_in_process(case: Case) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "node.bench.state", json.dumps(case.__dict__)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    row: dict[str, Any] = json.loads(out)
+    return row
+
+
+def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> Table:
+    t = Table(
+        title=f"tally bench state: the state root of a block touching {args.changes} accounts"
+    )
+    columns = (
+        ("accounts", "accounts"),
+        ("store", "store"),
+        ("build s", "build_s"),
+        ("update ms p50", "update_ms_median"),
+        ("p90", "update_ms_p90"),
+        ("commit ms", "commit_ms_median"),
+        ("nodes/update", "nodes_written"),
+        ("prove µs", "prove_us"),
+        ("State.root() ms", "state_root_ms"),
+        ("peak RSS MB", "peak_rss_mb"),
+    )
+    for title, _ in columns:
+        t.add_column(title, justify="right")
+    for r in rows:
+        t.add_row(*(cell(r[k]) for _, k in columns))
+    return t
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_case(Case(**json.loads(sys.argv[1])))))
