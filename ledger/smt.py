@@ -24,7 +24,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ledger.encoding import Tag, hash_bytes
 
@@ -49,6 +49,13 @@ class NodeStore(Protocol):
     def get(self, node_hash: bytes) -> bytes | None: ...
 
     def put_many(self, nodes: Mapping[bytes, bytes]) -> None: ...
+
+
+@runtime_checkable
+class BatchReadStore(NodeStore, Protocol):
+    """A store that reads many nodes in one round trip; `update` then reads level by level."""
+
+    def get_many(self, hashes: list[bytes]) -> dict[bytes, bytes]: ...
 
 
 class PrunableStore(NodeStore, Protocol):
@@ -162,10 +169,50 @@ def update(store: NodeStore, root: bytes, changes: Mapping[bytes, bytes | None])
         return root
     ordered = sorted((_key_int(k), v) for k, v in changes.items())
     batch = _Batch([k for k, _ in ordered], [v for _, v in ordered], {})
+    if isinstance(store, BatchReadStore):
+        store = _Overlay(_prefetch(store, batch.keys, root), store)
     new_root, _ = _update(store, batch, root, 0, 0, len(ordered))
     if batch.new:
         store.put_many(batch.new)
     return new_root
+
+
+class _Overlay:
+    """Prefetched nodes first, then the store (for what a delete may need off the paths)."""
+
+    def __init__(self, nodes: dict[bytes, bytes], store: NodeStore) -> None:
+        self.nodes, self.store = nodes, store
+
+    def get(self, node_hash: bytes) -> bytes | None:
+        blob = self.nodes.get(node_hash)
+        return blob if blob is not None else self.store.get(node_hash)
+
+    def put_many(self, nodes: Mapping[bytes, bytes]) -> None:
+        self.store.put_many(nodes)
+
+
+def _prefetch(store: BatchReadStore, keys: list[int], root: bytes) -> dict[bytes, bytes]:
+    """Every node on the changed keys' paths, read one level at a time: one batch per level,
+    not one read per node (a store's misses cost a round trip each)."""
+    fetched: dict[bytes, bytes] = {}
+    level = [(root, 0, len(keys))] if root != EMPTY else []
+    depth = 0
+    while level:
+        blobs = store.get_many([node for node, _, _ in level])
+        below = []
+        for node, lo, hi in level:
+            blob = blobs.get(node)
+            if blob is None:
+                raise MissingNode(node.hex())
+            fetched[node] = blob
+            if _is_leaf(blob):
+                continue
+            mid = _split(keys, depth, lo, hi)
+            for child, a, b in ((blob[1:33], lo, mid), (blob[33:65], mid, hi)):
+                if a < b and child != EMPTY:
+                    below.append((child, a, b))
+        level, depth = below, depth + 1
+    return fetched
 
 
 def _update(

@@ -13,7 +13,9 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 
-CACHE_NODES = 1 << 18  # ~40 MB: the top 17 levels, where every update's paths overlap
+CACHE_NODES = 1 << 18  # ~70 MB (~270 B a node): the top levels, that every block crosses
+
+READ_BATCH = 500  # hashes per SELECT ... IN: under SQLite's oldest 999-variable limit
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS smt_nodes (hash BLOB PRIMARY KEY, node BLOB NOT NULL)"
 
@@ -38,6 +40,26 @@ class SqliteNodeStore:
         blob = bytes(row[0])
         self._remember(node_hash, blob)
         return blob
+
+    def get_many(self, hashes: list[bytes]) -> dict[bytes, bytes]:
+        """The nodes of `hashes` that are stored: cached ones, then the rest in batches."""
+        found: dict[bytes, bytes] = {}
+        missing = []
+        for h in hashes:
+            blob = self._cache.get(h)
+            if blob is None:
+                missing.append(h)
+            else:
+                self._cache.move_to_end(h)
+                found[h] = blob
+        for i in range(0, len(missing), READ_BATCH):
+            chunk = missing[i : i + READ_BATCH]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT hash, node FROM smt_nodes WHERE hash IN ({marks})"
+            for h, blob in self._db.execute(sql, chunk):
+                found[bytes(h)] = bytes(blob)
+                self._remember(bytes(h), bytes(blob))
+        return found
 
     def put_many(self, nodes: Mapping[bytes, bytes]) -> None:
         # In hash order: each index page is visited once, not once per node on it.

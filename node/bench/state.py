@@ -73,6 +73,8 @@ class _Counted:
     def __init__(self, inner: smt.MemoryNodeStore | SqliteNodeStore) -> None:
         self.inner = inner
         self.get = inner.get
+        if isinstance(inner, SqliteNodeStore):  # so that update reads it level by level
+            self.get_many = inner.get_many
         self.written = 0
 
     def put_many(self, nodes: Mapping[bytes, bytes]) -> None:

@@ -290,6 +290,8 @@ def test_sqlite_prune(tmp_path: Path) -> None:
     with pytest.raises(smt.MissingNode):
         smt.get(store, first, key(1))  # evicted from the cache too, not only deleted
     assert smt.get(store, second, key(2)) == b"x"
+    with pytest.raises(smt.MissingNode):
+        smt.update(store, first, {key(3): b"y"})  # the level-by-level read finds it gone too
 
 
 # -- the benchmark (node/bench/state.py), at a toy size: it runs and counts what it claims -------
