@@ -188,9 +188,15 @@ def run_case(case: Case) -> dict[str, Any]:
         }
         if db is not None:
             db.close()
+    result["rss_mb"] = rss_mb()  # after the blocks: what a running node holds
     result["state_root_ms"] = time_state_root(case) if case.compare else None
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
+
+
+def rss_mb() -> int:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return round(pages * resource.getpagesize() / 2**20)
 
 
 def run_state_bench(args: argparse.Namespace) -> int:
@@ -239,6 +245,7 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> Table:
         ("nodes/update", "nodes_written"),
         ("prove µs", "prove_us"),
         ("State.root() ms", "state_root_ms"),
+        ("RSS MB", "rss_mb"),
         ("peak RSS MB", "peak_rss_mb"),
     )
     for title, _ in columns:
