@@ -132,9 +132,10 @@ def test_pbft_faults_are_refused_on_a_pow_node(cluster: ClusterConfig) -> None:
     assert out.returncode != 0 and "disturbs PBFT" in out.stdout + out.stderr
 
 
-# One attack live in the default lane; the others in the slow lane (all in the simulator).
+# The attacks live in the slow lane; every one of them runs in the simulator in the default
+# lane (tests/simulation/test_pow_sim.py).
 LIVE = sorted(POW_ONLY)
-ATTACKS = [pytest.param(k, marks=[] if k == "withhold" else [pytest.mark.slow]) for k in LIVE]
+ATTACKS = [pytest.param(k, marks=[pytest.mark.slow]) for k in LIVE]
 
 
 @pytest.mark.parametrize("kind", ATTACKS)

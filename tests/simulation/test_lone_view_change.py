@@ -40,6 +40,7 @@ def views(c: SimCluster) -> dict[str, tuple[int, bool]]:
     return out
 
 
+@pytest.mark.slow  # catching up is covered in the default lane by the e2e recovery tests
 def test_a_lone_view_changer_follows_by_state_transfer() -> None:
     c = cut_off_backup()
     c.run_until(lambda: False, HEAL)
