@@ -70,6 +70,7 @@ class Tag(IntEnum):
     SEALED_EVENT = 0x2A
     SMT_LEAF = 0x2B  # ledger.smt node hash prefixes, not structs
     SMT_NODE = 0x2C
+    SMT_PROOF = 0x2D
 
 
 SIGNING_BIT = 0x80  # a struct's signing bytes use its tag | 0x80, so they never equal an encoding

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ledger.encoding import Tag, hash_bytes
+from ledger.encoding import Struct, Tag, hash_bytes
 
 KEY_BYTES = 32
 KEY_BITS = 8 * KEY_BYTES
@@ -307,11 +307,13 @@ def _put_internal(batch: _Batch, left: bytes, right: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class Proof:
+class Proof(Struct):
     """The path to a key: the siblings from the root down, and what ends the path.  For a key
     that is present, the leaf is that key's; for an absent one, it is another key's leaf (one
-    that shares the path) or, when `leaf_key` is None, an empty subtree."""
+    that shares the path) or, when `leaf_key` is None, an empty subtree.  A Struct, so a
+    proof travels in the canonical encoding (an RPC answer carries its hex)."""
 
+    TAG = Tag.SMT_PROOF
     siblings: tuple[bytes, ...]
     leaf_key: bytes | None
     leaf_value_hash: bytes | None

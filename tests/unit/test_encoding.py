@@ -47,6 +47,7 @@ from ledger.encoding import (
     unpack,
 )
 from ledger.merkle import EMPTY_ROOT
+from ledger.smt import Proof
 from ledger.state import Account, Receipt
 from ledger.tx import Tx, transfer
 from node.transport.auth import Hello
@@ -307,6 +308,7 @@ RISK_SHARINGS = st.builds(
     INTS,
     tuples(RISK_EVENTS, 2),
 )
+PROOFS = st.builds(Proof, tuples(BYTES, 4), st.none() | BYTES, st.none() | BYTES)
 SEALED_EVENTS = st.builds(SealedEvent, INTS, TEXT, INTS, BYTES, INTS, BYTES)
 TERMS = st.dictionaries(TEXT, PLAIN, max_size=3)
 SEALEDS = st.builds(
@@ -381,6 +383,7 @@ ROUND_TRIP_CASES: list[tuple[type[Struct], st.SearchStrategy[Any]]] = [
     (RiskEvent, RISK_EVENTS),
     (RiskSharing, RISK_SHARINGS),
     (SealedEvent, SEALED_EVENTS),
+    (Proof, PROOFS),
     (Sealed, SEALEDS),
     (PowWork, POW_WORKS),
     (PowSeal, POW_SEALS),

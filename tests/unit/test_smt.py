@@ -147,13 +147,15 @@ def test_proofs_of_present_and_absent_keys_verify() -> None:
         proof = smt.prove(store, root, key(i))
         assert proof.leaf_key == key(i)
         assert smt.verify_proof(root, key(i), b"v%d" % i, proof)
+        sent = smt.Proof.decode(proof.encode())  # what an RPC answer would carry
+        assert sent == proof and smt.verify_proof(root, key(i), b"v%d" % i, sent)
         assert not smt.verify_proof(root, key(i), None, proof)
         assert not smt.verify_proof(root, key(i), b"other", proof)
     endings = set()
     for i in range(300, 400):
         proof = smt.prove(store, root, key(i))
         endings.add(proof.leaf_key is None)
-        assert smt.verify_proof(root, key(i), None, proof)
+        assert smt.verify_proof(root, key(i), None, smt.Proof.decode(proof.encode()))
         assert not smt.verify_proof(root, key(i), b"v", proof)
     assert endings == {True, False}  # absences shown both by an empty subtree and by a leaf
 
