@@ -71,6 +71,8 @@ class Tag(IntEnum):
     SMT_LEAF = 0x2B  # ledger.smt node hash prefixes, not structs
     SMT_NODE = 0x2C
     SMT_PROOF = 0x2D
+    STATE_ROOT = 0x2E  # ledger.state: the root over the accounts and contracts trees
+    STATE_PROOF = 0x2F
 
 
 SIGNING_BIT = 0x80  # a struct's signing bytes use its tag | 0x80, so they never equal an encoding

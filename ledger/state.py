@@ -7,11 +7,13 @@ block's outcome depends only on (state, block), never on what was imported.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import ChainMap
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, cast
 
+from ledger import smt
 from ledger.block import Batch, Block, BlockHeader, Genesis, tx_root
 from ledger.contract import (
     BURN_ADDRESS,
@@ -23,9 +25,10 @@ from ledger.contract import (
     Engine,
     Engines,
 )
-from ledger.encoding import Struct, Tag
+from ledger.encoding import Struct, Tag, hash_bytes
 from ledger.errors import InvalidBlock, MalformedTx
 from ledger.merkle import merkle_root
+from ledger.smt import MemoryNodeStore, NodeStore
 from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx, check_payload
 
 OK = "ok"
@@ -61,40 +64,119 @@ class State:
     """Balances and nonces by address, contracts by id, and the engines that run them.
     Immutable: transitions return a new State, with the same engines.
 
+    Accounts and contracts are two sparse Merkle trees (ledger/smt.py) whose nodes live in
+    `nodes`, shared by every State of a chain.  A transition writes only the nodes on the
+    paths of the keys it changes, O(k log N) for k changes among N, and an older State
+    stays readable for as long as its nodes are kept.  The root is
+    H(STATE_ROOT | accounts root | contracts root), itself kept in `nodes`, so that `State.at`
+    reopens a State from its root alone.  Contracts are also held whole in memory: they are
+    few, and every block scans them for deadlines; accounts are read from the tree.
+
     The engines are not part of the root: they are the code the chain runs, not its data.
     A call to an engine the state was not given fails with `unknown_engine`.
     """
 
-    __slots__ = ("_accounts", "_contracts", "_engines", "_root")
+    __slots__ = ("_accounts_root", "_changed", "_contracts", "_engines", "_nodes", "_root")
 
     def __init__(
         self,
-        accounts: Mapping[bytes, Account],
+        accounts: Mapping[bytes, Account] = {},
         contracts: Mapping[bytes, ContractRecord] = {},
         *,
         engines: Engines,
+        nodes: NodeStore | None = None,
     ) -> None:
-        self._accounts = MappingProxyType(dict(accounts))
+        """A State holding exactly `accounts` and `contracts`, its trees built in `nodes`
+        (a fresh in-memory store by default)."""
+        self._init(nodes if nodes is not None else MemoryNodeStore(), smt.EMPTY, contracts, engines)
+        self._accounts_root = smt.update(self._nodes, smt.EMPTY, _account_leaves(accounts))
+        self._root = self._seal(smt.update(self._nodes, smt.EMPTY, _contract_leaves(contracts)))
+
+    def _init(
+        self,
+        nodes: NodeStore,
+        accounts_root: bytes,
+        contracts: Mapping[bytes, ContractRecord],
+        engines: Engines,
+    ) -> None:
+        self._nodes, self._accounts_root = nodes, accounts_root
         self._contracts = MappingProxyType(dict(contracts))
         self._engines = (
             engines if isinstance(engines, MappingProxyType) else MappingProxyType(dict(engines))
         )
-        self._root: bytes | None = None
+        self._changed: dict[bytes, Account] = {}  # a read cache: what the transition wrote
+
+    def _seal(self, contracts_root: bytes) -> bytes:
+        """The state root over both trees, stored so that `State.at` can find them again."""
+        blob = _STATE + self._accounts_root + contracts_root
+        root = hash_bytes(blob)
+        self._nodes.put_many({root: blob})
+        return root
 
     @classmethod
-    def from_genesis(cls, genesis: Genesis, engines: Engines) -> State:
-        return cls({a: Account(a, b, 0) for a, b in genesis.balances().items()}, engines=engines)
+    def at(cls, nodes: NodeStore, root: bytes, engines: Engines) -> State:
+        """The State whose root is `root`, read from `nodes` (MissingNode if not there)."""
+        blob = nodes.get(root)
+        if blob is None or len(blob) != 65 or blob[:1] != _STATE:
+            raise smt.MissingNode(f"no state root {root.hex()}")
+        state = cls.__new__(cls)
+        records = [ContractRecord.decode(v) for _, v in smt.items(nodes, blob[33:])]
+        state._init(nodes, blob[1:33], {c.contract_id: c for c in records}, engines)
+        state._root = root
+        return state
+
+    def evolve(
+        self, accounts: Mapping[bytes, Account], contracts: Mapping[bytes, ContractRecord]
+    ) -> State:
+        """This State with `accounts` and `contracts` replaced (or added): only their paths
+        in the trees are rewritten."""
+        state = State.__new__(State)
+        state._init(
+            self._nodes,
+            smt.update(self._nodes, self._accounts_root, _account_leaves(accounts)),
+            {**self._contracts, **contracts},
+            self._engines,
+        )
+        state._changed = dict(accounts)
+        blob = self._nodes.get(self._root)
+        assert blob is not None
+        state._root = state._seal(smt.update(self._nodes, blob[33:], _contract_leaves(contracts)))
+        return state
+
+    @classmethod
+    def from_genesis(
+        cls, genesis: Genesis, engines: Engines, nodes: NodeStore | None = None
+    ) -> State:
+        accounts = {a: Account(a, b, 0) for a, b in genesis.balances().items()}
+        return cls(accounts, engines=engines, nodes=nodes)
 
     @property
     def engines(self) -> Engines:
         return self._engines
 
     @property
+    def nodes(self) -> NodeStore:
+        return self._nodes
+
+    @property
     def accounts(self) -> Mapping[bytes, Account]:
-        return self._accounts
+        """Every account, read from the tree: iterating it walks all of them (audits, tests)."""
+        return _Accounts(self)
 
     def account(self, address: bytes) -> Account:
-        return self._accounts.get(address) or Account(address, 0, 0)
+        found = self._changed.get(address)
+        if found is not None:
+            return found
+        value = smt.get(self._nodes, self._accounts_root, smt.account_key(address))
+        return Account.decode(value) if value is not None else Account(address, 0, 0)
+
+    def prove_account(self, address: bytes) -> StateProof:
+        """The proof that `address` holds `self.account(address)` (absent: a zero account)
+        under this state's root; `verify_account` checks it offline."""
+        blob = self._nodes.get(self._root)
+        assert blob is not None
+        path = smt.prove(self._nodes, self._accounts_root, smt.account_key(address))
+        return StateProof(self._accounts_root, blob[33:], path)
 
     def balance(self, address: bytes) -> int:
         return self.account(address).balance
@@ -105,15 +187,71 @@ class State:
 
     def total_supply(self) -> int:
         """All money: balances plus what contracts hold in escrow (burnt money is a balance)."""
-        balances = sum(a.balance for a in self._accounts.values())
+        balances = sum(a.balance for a in self.accounts.values())
         return balances + sum(c.escrow for c in self._contracts.values())
 
     def root(self) -> bytes:
-        if self._root is None:  # accounts then contracts; their tags keep the leaves apart
-            leaves = [self._accounts[a].encode() for a in sorted(self._accounts)]
-            leaves += [self._contracts[c].encode() for c in sorted(self._contracts)]
-            self._root = merkle_root(leaves)
         return self._root
+
+
+_STATE = bytes([Tag.STATE_ROOT])
+
+
+def _account_leaves(accounts: Mapping[bytes, Account]) -> dict[bytes, bytes | None]:
+    return {smt.account_key(a): acc.encode() for a, acc in accounts.items()}
+
+
+def _contract_leaves(contracts: Mapping[bytes, ContractRecord]) -> dict[bytes, bytes | None]:
+    return {smt.contract_key(c): rec.encode() for c, rec in contracts.items()}
+
+
+class _Accounts(Mapping[bytes, Account]):
+    """A State's accounts as a read-only mapping over its tree (an absent key: KeyError)."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def __getitem__(self, address: bytes) -> Account:
+        s = self._state
+        value = smt.get(s.nodes, s._accounts_root, smt.account_key(address))
+        if value is None:
+            raise KeyError(address)
+        return Account.decode(value)
+
+    def __iter__(self) -> Iterator[bytes]:
+        s = self._state
+        return (Account.decode(v).address for _, v in smt.items(s.nodes, s._accounts_root))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def values(self) -> Iterator[Account]:  # type: ignore[override]
+        """One walk of the tree, not one walk plus a lookup per account."""
+        s = self._state
+        return (Account.decode(v) for _, v in smt.items(s.nodes, s._accounts_root))
+
+
+@dataclass(frozen=True)
+class StateProof(Struct):
+    """What shows an account's record under a state root: the roots of both trees (the
+    state root is their hash) and the account's path in the accounts tree."""
+
+    TAG = Tag.STATE_PROOF
+    accounts_root: bytes
+    contracts_root: bytes
+    path: smt.Proof
+
+
+def verify_account(root: bytes, account: Account, proof: StateProof) -> bool:
+    """Whether `proof` shows `account` under state root `root`.  An address never paid holds
+    the zero account: it is shown by its absence from the tree."""
+    if hash_bytes(_STATE + proof.accounts_root + proof.contracts_root) != root:
+        return False
+    key = smt.account_key(account.address)
+    if smt.verify_proof(proof.accounts_root, key, account.encode(), proof.path):
+        return True
+    zero = account == Account(account.address, 0, 0)
+    return zero and smt.verify_proof(proof.accounts_root, key, None, proof.path)
 
 
 class Unfunded(ContractError):
@@ -171,17 +309,21 @@ def check_call(view: CallView, tx: Tx, height: int, time_ms: int = 0) -> Call:
 
 
 class _Working:
-    """The mutable copy of the state that one block's transition works on."""
+    """One block's transition: the accounts and contracts it changed, over the State it
+    started from (read through, never copied)."""
 
     def __init__(self, state: State, height: int, time_ms: int) -> None:
-        self.accounts = dict(state.accounts)
-        self.contracts = dict(state.contracts)
+        self.state = state
+        self.accounts: dict[bytes, Account] = {}
+        self.changed: dict[bytes, ContractRecord] = {}
+        # Reads fall through to the state's contracts; writes go to `changed` only.
+        self.contracts = ChainMap(self.changed, cast(dict[bytes, ContractRecord], state.contracts))
         self.engines = state.engines
         self.height = height
         self.time_ms = time_ms
 
     def account(self, address: bytes) -> Account:
-        return self.accounts.get(address) or Account(address, 0, 0)
+        return self.accounts.get(address) or self.state.account(address)
 
     def balance(self, address: bytes) -> int:
         return self.account(address).balance
@@ -243,8 +385,7 @@ class _Working:
 
 def apply_tx(w: _Working, tx: Tx) -> str:
     """Apply one tx to the working state, or leave it untouched and return why not."""
-    accounts = w.accounts
-    sender = accounts.get(tx.sender_address) or Account(tx.sender_address, 0, 0)
+    sender = w.account(tx.sender_address)
     if tx.nonce != sender.nonce:
         return BAD_NONCE
     try:
@@ -252,7 +393,7 @@ def apply_tx(w: _Working, tx: Tx) -> str:
     except MalformedTx:
         return MALFORMED
     if tx.kind == EVIDENCE:  # recorded in the chain; moves no funds
-        accounts[sender.address] = Account(sender.address, sender.balance, sender.nonce + 1)
+        w.add(sender.address, 0, bump_nonce=True)
         return OK
     if tx.kind == CONTRACT:
         return w.call(tx)
@@ -260,11 +401,8 @@ def apply_tx(w: _Working, tx: Tx) -> str:
         to, amount = tx.payload["to"], tx.payload["amount"]
         if sender.balance < amount:
             return INSUFFICIENT_FUNDS
-        accounts[sender.address] = Account(
-            sender.address, sender.balance - amount, sender.nonce + 1
-        )
-        dest = accounts.get(to) or Account(to, 0, 0)
-        accounts[to] = Account(to, dest.balance + amount, dest.nonce)
+        w.add(sender.address, -amount, bump_nonce=True)
+        w.add(to, amount)
     return OK
 
 
@@ -276,7 +414,7 @@ def apply_txs(
     w = _Working(state, height, time_ms)
     receipts = tuple(Receipt(tx.tx_id, apply_tx(w, tx)) for tx in txs)
     w.deadlines()
-    return State(w.accounts, w.contracts, engines=state.engines), receipts
+    return state.evolve(w.accounts, w.changed), receipts
 
 
 def receipts_root(receipts: Iterable[Receipt]) -> bytes:

@@ -1,8 +1,9 @@
 """SQLite store of blocks, txs, receipts and state.  One SQL transaction per block.
 
 WAL mode with synchronous=FULL: once `append` returns, the block survives a
-crash or power loss, so the node may acknowledge it.  On reopen the state is
-reloaded and its root checked against the last block's header.
+crash or power loss, so the node may acknowledge it.  The state is a sparse Merkle tree
+whose nodes are in the same file (ledger/smtstore.py), written in the block's transaction;
+on reopen it is opened at the last block's state root, and read as it is used.
 
 Opened with `verify`, the store is checked before anything is read from it: SQLite's own
 check of the file (`PRAGMA quick_check`, or the full `integrity_check`), then the stored
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Literal
 
 from ledger.block import Block, BlockHeader, Genesis, check_successor, tx_root
-from ledger.contract import ContractRecord, Engines
-from ledger.encoding import DecodeError
+from ledger.contract import Engines
+from ledger.encoding import DecodeError, Tag, hash_bytes
 from ledger.errors import InvalidBlock
-from ledger.state import Account, Receipt, State, genesis_header, receipts_root
+from ledger.smt import EMPTY, MissingNode, leaf_hash
+from ledger.smtstore import SqliteNodeStore
+from ledger.state import Receipt, State, genesis_header, receipts_root
 from ledger.tx import EVIDENCE, Tx
 
 IDS_PER_QUERY = 500  # bound parameters in one query, far below SQLite's limit (32766)
@@ -35,9 +38,6 @@ CREATE TABLE IF NOT EXISTS txs(
     height INTEGER NOT NULL, idx INTEGER NOT NULL, tx_id BLOB NOT NULL,
     raw BLOB NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (height, idx));
 CREATE INDEX IF NOT EXISTS txs_by_id ON txs(tx_id);
-CREATE TABLE IF NOT EXISTS accounts(
-    address BLOB PRIMARY KEY, balance INTEGER NOT NULL, nonce INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS contracts(contract_id BLOB PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS evidence(
     height INTEGER NOT NULL, idx INTEGER NOT NULL, member TEXT NOT NULL,
     PRIMARY KEY (height, idx));
@@ -89,7 +89,7 @@ class TxRecord:
 
 
 class Store:
-    """The durable chain.  Holds the committed state in memory, mirrored on disk."""
+    """The durable chain, and the committed state (its tree on disk, behind a cache)."""
 
     def __init__(
         self,
@@ -121,6 +121,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(SCHEMA)
+            self.nodes = SqliteNodeStore(self._db)
             stored = self._db.execute("SELECT value FROM meta WHERE key='genesis'").fetchone()
             if stored is None:
                 self._init(genesis)
@@ -132,6 +133,8 @@ class Store:
             self.tx_count: int = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
             if verify is not None:
                 self.check_head()
+            if verify == "full":
+                self.check_state()
         except sqlite3.DatabaseError as e:
             if getattr(e, "sqlite_errorcode", 0) & 0xFF in _CORRUPT:
                 raise StoreCorrupt(self.path, str(e)) from e
@@ -209,30 +212,22 @@ class Store:
             raise BrokenChain(self.path, f"block {height}'s receipts are not its receipts root")
 
     def _init(self, genesis: Genesis) -> None:
-        state, header = State.from_genesis(genesis, self.engines), genesis_header(genesis)
+        State.from_genesis(genesis, self.engines, self.nodes)  # its trees, into self.nodes
         with self._transaction():
             self._db.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.encode(),))
-            self._insert_block(Block(header, (), b""), ())
-            self._write_accounts(state.accounts.values())
+            self._insert_block(Block(genesis_header(genesis), (), b""), ())
+            getattr(self.nodes, "flush", lambda: 0)()  # TEMP until write-back lands
 
     def _load(self) -> tuple[State, BlockHeader]:
+        """The last block's header and its state, opened at its root: no account is read
+        until it is asked for."""
         row = self._db.execute("SELECT header FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
         header = BlockHeader.decode(bytes(row[0]))
-        rows = self._db.execute("SELECT address, balance, nonce FROM accounts").fetchall()
-        records = [
-            ContractRecord.decode(bytes(r[0]))
-            for r in self._db.execute("SELECT record FROM contracts").fetchall()
-        ]
-        state = State(
-            {bytes(a): Account(bytes(a), b, n) for a, b, n in rows},
-            {c.contract_id: c for c in records},
-            engines=self.engines,
-        )
-        if state.root() != header.state_root:
-            raise StateMismatch(
-                self.path, f"stored state does not match block {header.height}'s state root"
-            )
-        return state, header
+        try:
+            return State.at(self.nodes, header.state_root, self.engines), header
+        except MissingNode as e:
+            problem = f"the stored state tree lacks block {header.height}'s state root ({e})"
+            raise StateMismatch(self.path, problem) from None
 
     @property
     def height(self) -> int:
@@ -259,17 +254,10 @@ class Store:
         check_successor(self.last_header, block.header)
         if state.root() != block.header.state_root:
             raise InvalidBlock(f"block {block.height}: state does not match its state root")
-        before = self.state.accounts
-        changed = [a for addr, a in state.accounts.items() if before.get(addr) is not a]
-        was = self.state.contracts
-        contracts = [c for cid, c in state.contracts.items() if was.get(cid) is not c]
+        state = self._adopt(state)
         with self._transaction():
             self._insert_block(block, receipts)
-            self._write_accounts(changed)
-            self._db.executemany(
-                "INSERT OR REPLACE INTO contracts VALUES (?, ?)",
-                [(c.contract_id, c.encode()) for c in contracts],
-            )
+            getattr(self.nodes, "flush", lambda: 0)()  # TEMP until write-back lands
             self._db.executemany(
                 "INSERT INTO evidence VALUES (?, ?, ?)",
                 [
@@ -302,18 +290,13 @@ class Store:
             parent = block.header
         if state.root() != parent.state_root:
             raise InvalidBlock("the state after a reorganisation does not match its last block")
+        state = self._adopt(state)
         with self._transaction():
             for table in ("blocks", "txs", "evidence"):
                 self._db.execute(f"DELETE FROM {table} WHERE height > ?", (fork_height,))
             for block, receipts in blocks:
                 self._insert_block(block, receipts)
-            self._db.execute("DELETE FROM accounts")
-            self._db.execute("DELETE FROM contracts")
-            self._write_accounts(state.accounts.values())
-            self._db.executemany(
-                "INSERT INTO contracts VALUES (?, ?)",
-                [(c.contract_id, c.encode()) for c in state.contracts.values()],
-            )
+            getattr(self.nodes, "flush", lambda: 0)()  # TEMP until write-back lands
         self.state, self.last_header = state, parent
         self.tx_count = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
 
@@ -331,11 +314,35 @@ class Store:
             ],
         )
 
-    def _write_accounts(self, accounts: Iterable[Account]) -> None:
-        self._db.executemany(
-            "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
-            [(a.address, a.balance, a.nonce) for a in accounts],
-        )
+    def _adopt(self, state: State) -> State:
+        """`state` with its tree in this store's nodes.  A state derived from `self.state`
+        is there already (its new nodes wait for the next flush); one built elsewhere (a
+        test, a replay) has its missing nodes copied: a walk from its root that stops at
+        every node already here, whose subtree is then here too (nodes are named by hash)."""
+        if state.nodes is self.nodes:
+            return state
+        stack, new = [state.root()], {}
+        while stack:
+            node = stack.pop()
+            if node == EMPTY or node in new or self.nodes.get(node) is not None:
+                continue
+            blob = state.nodes.get(node)
+            if blob is None:
+                raise MissingNode(node.hex())
+            new[node] = blob
+            if blob[0] != Tag.SMT_LEAF:  # an inner node, or the root over both trees
+                stack += (blob[1:33], blob[33:65])
+        self.nodes.put_many(new)
+        return State.at(self.nodes, state.root(), state.engines)
+
+    def check_state(self) -> None:
+        """Every stored tree node is the node its hash names (one scan of the table, so the
+        node cache is not flooded).  A node that is missing is found when it is read.
+        Raises StateMismatch."""
+        for node_hash, blob in self._db.execute("SELECT hash, node FROM smt_nodes"):
+            if _node_hash(bytes(blob)) != bytes(node_hash):
+                problem = f"state tree node {bytes(node_hash).hex()} is not the node its hash names"
+                raise StateMismatch(self.path, problem)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
@@ -355,6 +362,15 @@ class Store:
         ).fetchall()
         txs = tuple(Tx.decode(bytes(r[0])) for r in raws)
         return Block(BlockHeader.decode(bytes(row[0])), txs, bytes(row[1]))
+
+    def header(self, height: int) -> BlockHeader:
+        """The header of the stored block at `height` (KeyError if there is none)."""
+        if height == self.height:
+            return self.last_header
+        row = self._db.execute("SELECT header FROM blocks WHERE height=?", (height,)).fetchone()
+        if row is None:
+            raise KeyError(height)
+        return BlockHeader.decode(bytes(row[0]))
 
     def block_hash(self, height: int) -> bytes | None:
         row = self._db.execute("SELECT hash FROM blocks WHERE height=?", (height,)).fetchone()
@@ -439,6 +455,13 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _node_hash(blob: bytes) -> bytes:
+    """The hash that names a stored tree node: a leaf is named by its key and value hash."""
+    if blob[:1] == bytes([Tag.SMT_LEAF]):
+        return leaf_hash(blob[1:33], hash_bytes(blob[33:]))
+    return hash_bytes(blob)
 
 
 class _Transaction:

@@ -8,8 +8,11 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ledger.block import BlockHeader
 from ledger.crypto import ADDRESS_SIZE
 from ledger.errors import LedgerError, UnknownBlock, UnknownContract, UnknownTx
+from ledger.smt import MissingNode
+from ledger.state import State
 from ledger.store import TxRecord
 from ledger.tx import Tx
 from node.cluster.config import NodeSpec
@@ -210,8 +213,31 @@ class LedgerMethods:
         raise UnknownTx(f"no tx {tx_id.hex()} on this node")
 
     async def get_account(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The account now, or at `height`; with `proof`, also the state root it is under
+        and the proof (hex of a StateProof) that `ledger.state.verify_account` checks."""
         address = hex_param(params, "address", ADDRESS_SIZE)
-        return account_view(self.store.state.account(address), self.replica.next_nonce(address))
+        height = param(params, "height", int, required=False)
+        proof = param(params, "proof", bool, required=False, default=False)
+        state, header = self.store.state, self.store.last_header
+        if height is not None and height != header.height:
+            state, header = self.state_at(height)
+        view = account_view(state.account(address), self.replica.next_nonce(address))
+        if not proof:
+            return view
+        return view | {
+            "height": header.height,
+            "state_root": header.state_root.hex(),
+            "proof": state.prove_account(address).encode().hex(),
+        }
+
+    def state_at(self, height: int) -> tuple[State, BlockHeader]:
+        if not 0 <= height <= self.store.height:
+            raise UnknownBlock(f"no block at height {height} (height is {self.store.height})")
+        header = self.store.header(height)
+        try:
+            return State.at(self.store.nodes, header.state_root, self.store.engines), header
+        except MissingNode:
+            raise UnknownBlock(f"the state at height {height} is no longer kept") from None
 
     async def members(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         specs = {n.id: n for n in self.nodes}
@@ -271,7 +297,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "submit_txs": ("txs",),
     "get_block": ("height", "txs"),
     "get_tx": ("tx_id",),
-    "get_account": ("address",),
+    "get_account": ("address", "height", "proof"),
     "members": (),
     "genesis": (),
     "consensus_state": (),

@@ -8,27 +8,24 @@ from consensus.pow.config import PowConfig
 from consensus.pow.difficulty import work
 from consensus.pow.replica import Recent
 from consensus.pow.seal import PowSeal
-from ledger.block import Block
-from ledger.state import State, apply_block, genesis_header
+from ledger.state import State
 from ledger.store import Store
 
 
 def recent_chain(store: Store, config: PowConfig) -> list[Recent]:
-    """Replay the stored chain from genesis (checking every root) and keep the last blocks
-    within the reorg horizon, with the states a reorganisation can roll back to."""
-    genesis = store.genesis
-    state = State.from_genesis(genesis, store.engines)
-    total = 0
+    """The last blocks within the reorg horizon, with the states a reorganisation can roll
+    back to: each opened at its block's state root (the store keeps their trees), so a
+    restart executes nothing.  The chain's total work sums every stored block's seal."""
     keep = config.reorg_horizon + config.retarget_interval + 2
     recent: deque[Recent] = deque(maxlen=keep)
-    recent.append(
-        Recent(Block(genesis_header(genesis), (), b""), (), state, config.initial_bits, 0)
-    )
-    for height in range(1, store.height + 1):
+    total, first_kept = 0, max(0, store.height - keep + 1)
+    for height in range(store.height + 1):
         block = store.get_block(height)
         assert block is not None, f"stored chain has no block {height}"
-        state, receipts = apply_block(state, block)
-        bits = PowSeal.decode(block.proof).bits
-        total += work(bits)
-        recent.append(Recent(block, receipts, state, bits, total))
+        bits = PowSeal.decode(block.proof).bits if height else config.initial_bits
+        total += work(bits) if height else 0
+        if height >= first_kept:
+            state = State.at(store.nodes, block.header.state_root, store.engines)
+            receipts = store.get_receipts(height)
+            recent.append(Recent(block, receipts, state, bits, total))
     return list(recent)

@@ -32,7 +32,7 @@ from contracts.exchange import Exchange, ExchangeMove
 from contracts.kernel.engine import Sealed, SealedEvent
 from contracts.risk_sharing import Lottery, RiskEvent, RiskSharing, Schedule
 from ledger.block import Batch, BatchHeader, Block, BlockHeader, Genesis, Member, tx_root
-from ledger.contract import ContractRecord
+from ledger.contract import NO_ENGINES, ContractRecord
 from ledger.crypto import KeyPair, address_of, verify
 from ledger.encoding import (
     MAX_DEPTH,
@@ -48,7 +48,7 @@ from ledger.encoding import (
 )
 from ledger.merkle import EMPTY_ROOT
 from ledger.smt import Proof
-from ledger.state import Account, Receipt
+from ledger.state import Account, Receipt, State, StateProof
 from ledger.tx import Tx, transfer
 from node.transport.auth import Hello
 from node.transport.envelope import Envelope
@@ -141,6 +141,35 @@ def test_golden_keys_and_addresses() -> None:
 def test_golden_empty_merkle_root() -> None:
     assert EMPTY_ROOT.hex() == EMPTY_ROOT_HEX
     assert hashlib.sha256(b"\x08").digest() == EMPTY_ROOT
+
+
+GOLDEN_EMPTY_STATE_ROOT_HEX = "0ddf52f3760fd95d407cfc4885e020be4d3226b4c0c35615ff3edc8b02e4054b"
+GOLDEN_ONE_ACCOUNT_STATE_ROOT_HEX = (
+    "2ef14a942ce915dc6df2f1cda36eaa6a04c5f57dc557cacb8c9c4c0d410936fa"
+)
+GOLDEN_STATE_ROOT_HEX = "b433c0d7632132da514d1a97b08b9ef57b0912a6541ce1a0f45ffb9aca3cc127"
+
+
+def test_golden_state_roots() -> None:
+    """The state root (ledger/state.py) over its two sparse Merkle trees (ledger/smt.py)."""
+    sha = hashlib.sha256
+    empty_tree = sha(b"\x2c").digest()  # SMT_NODE tag alone
+    assert State(engines=NO_ENGINES).root().hex() == GOLDEN_EMPTY_STATE_ROOT_HEX
+    assert sha(b"\x2e" + empty_tree + empty_tree).hexdigest() == GOLDEN_EMPTY_STATE_ROOT_HEX
+    alice = Account(ALICE.address, 1000, 3)
+    one = State({ALICE.address: alice}, engines=NO_ENGINES)
+    # Independently: a lone leaf is the tree's root; it is named by its key and value hash.
+    key = sha(bytes([Tag.ACCOUNT]) + ALICE.address).digest()
+    leaf = sha(b"\x2b" + key + sha(alice.encode()).digest()).digest()
+    assert sha(b"\x2e" + leaf + empty_tree).hexdigest() == GOLDEN_ONE_ACCOUNT_STATE_ROOT_HEX
+    assert one.root().hex() == GOLDEN_ONE_ACCOUNT_STATE_ROOT_HEX
+    cid = bytes([9]) * 32
+    both = State(
+        {ALICE.address: alice, BOB.address: Account(BOB.address, 5, 0)},
+        {cid: ContractRecord(cid, "exchange", b"x", 50, True)},
+        engines=NO_ENGINES,
+    )
+    assert both.root().hex() == GOLDEN_STATE_ROOT_HEX
 
 
 def test_golden_tx() -> None:
@@ -349,6 +378,7 @@ NEW_VIEWS = st.builds(
 STATUSES = st.builds(Status, INTS, st.booleans(), INTS, INTS, INTS, BYTES)
 FETCHES = st.builds(FetchBlocks, INTS, INTS)
 BLOCK_LISTS = st.builds(Blocks, tuples(BLOCKS, 2))
+STATE_PROOFS = st.builds(StateProof, BYTES, BYTES, PROOFS)
 
 ROUND_TRIP_CASES: list[tuple[type[Struct], st.SearchStrategy[Any]]] = [
     (Tx, TXS),
@@ -384,6 +414,7 @@ ROUND_TRIP_CASES: list[tuple[type[Struct], st.SearchStrategy[Any]]] = [
     (RiskSharing, RISK_SHARINGS),
     (SealedEvent, SEALED_EVENTS),
     (Proof, PROOFS),
+    (StateProof, STATE_PROOFS),
     (Sealed, SEALEDS),
     (PowWork, POW_WORKS),
     (PowSeal, POW_SEALS),
@@ -681,7 +712,14 @@ GOLDEN_MESSAGES = [
     Genesis(CHAIN, 5, (Member("n0", b"k"),), {"ab" * 20: 1, "cd" * 20: 2}).encode(),
     Hello(CHAIN, "n0", "n1", b"c" * 16, b"s" * 64).encode(),
 ]
-HASH_PREFIXES = (Tag.MERKLE_LEAF, Tag.MERKLE_NODE, Tag.ADDRESS, Tag.SMT_LEAF, Tag.SMT_NODE)
+HASH_PREFIXES = (
+    Tag.MERKLE_LEAF,
+    Tag.MERKLE_NODE,
+    Tag.ADDRESS,
+    Tag.SMT_LEAF,
+    Tag.SMT_NODE,
+    Tag.STATE_ROOT,
+)
 REGISTERED_TAGS = [t for t in Tag if t not in HASH_PREFIXES]
 
 

@@ -13,7 +13,9 @@ import pytest
 
 from ledger.block import BlockHeader, Genesis, Member
 from ledger.crypto import KeyPair
-from ledger.state import build_block
+from ledger.encoding import Tag
+from ledger.smt import account_key
+from ledger.state import Account, build_block
 from ledger.store import (
     BrokenChain,
     StateMismatch,
@@ -171,10 +173,28 @@ def test_a_missing_block_is_a_gap(path: Path) -> None:
         open_store(path)
 
 
-def test_a_tampered_state_row_breaks_the_state_root(path: Path) -> None:
-    tamper(path, "UPDATE accounts SET balance = balance + 1 WHERE address=?", BOB.address)
+def tamper_bob(path: Path) -> None:
+    """Bob's leaf in the head state's accounts tree, rewritten to a balance one unit higher
+    (the row keeps its hash: the tree still points at it)."""
+    leaf = bytes([Tag.SMT_LEAF]) + account_key(BOB.address)
+    paid = Account(BOB.address, 3 * BLOCKS, 0).encode()
+    more = Account(BOB.address, 3 * BLOCKS + 1, 0).encode()
+    tamper(path, "UPDATE smt_nodes SET node = ? WHERE node = ?", leaf + more, leaf + paid)
+
+
+def test_a_tampered_state_node_is_found_by_the_full_check(path: Path) -> None:
+    tamper_bob(path)
+    with pytest.raises(StateMismatch, match="is not the node its hash names"):
+        open_store(path, verify="full")
+
+
+def test_a_missing_state_root_is_refused_on_every_open(path: Path) -> None:
+    store = open_store(path, verify=None)
+    root = store.last_header.state_root
+    store.close()
+    tamper(path, "DELETE FROM smt_nodes WHERE hash = ?", root)
     with pytest.raises(StateMismatch, match=f"block {BLOCKS}'s state root"):
-        open_store(path, verify=None)  # checked on every open
+        open_store(path, verify=None)
 
 
 def test_another_chain_is_not_damage(path: Path) -> None:
