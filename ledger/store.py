@@ -22,12 +22,16 @@ from ledger.block import Block, BlockHeader, Genesis, check_successor, tx_root
 from ledger.contract import Engines
 from ledger.encoding import DecodeError, Tag, hash_bytes
 from ledger.errors import InvalidBlock
-from ledger.smt import EMPTY, MissingNode, leaf_hash
+from ledger.smt import EMPTY, MissingNode, NodeStore, leaf_hash
 from ledger.smtstore import SqliteNodeStore
 from ledger.state import Receipt, State, genesis_header, receipts_root
 from ledger.tx import EVIDENCE, Tx
 
 IDS_PER_QUERY = 500  # bound parameters in one query, far below SQLite's limit (32766)
+
+# States kept readable behind the head by default (proofs at a height); a proof-of-work node
+# keeps what its reorganisations need (PowParams.kept_blocks)
+STATE_HISTORY = 64
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -38,6 +42,9 @@ CREATE TABLE IF NOT EXISTS txs(
     height INTEGER NOT NULL, idx INTEGER NOT NULL, tx_id BLOB NOT NULL,
     raw BLOB NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (height, idx));
 CREATE INDEX IF NOT EXISTS txs_by_id ON txs(tx_id);
+CREATE TABLE IF NOT EXISTS smt_stale(height INTEGER NOT NULL, hash BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS smt_stale_by_height ON smt_stale(height);
+CREATE INDEX IF NOT EXISTS smt_stale_by_hash ON smt_stale(hash);
 CREATE TABLE IF NOT EXISTS evidence(
     height INTEGER NOT NULL, idx INTEGER NOT NULL, member TEXT NOT NULL,
     PRIMARY KEY (height, idx));
@@ -99,13 +106,19 @@ class Store:
         engines: Engines,
         synchronous: str = "FULL",
         verify: Verify | None = None,
+        keep_states: int = STATE_HISTORY,
     ) -> None:
         """`engines` are the contract engines its state executes (see ledger.state.State).
         `verify`: check the file first ("quick": PRAGMA quick_check, "full": integrity_check)
-        and the head after loading (`check_head`); any damage raises a StoreDamaged."""
+        and the head after loading (`check_head`); any damage raises a StoreDamaged.
+        `keep_states`: the states of the last that many blocks stay readable (`state_at`);
+        older tree nodes are deleted as the chain grows."""
         self.path = str(path)
         self.genesis = genesis
         self.engines = engines
+        if keep_states < 1:
+            raise ValueError("keep_states must be >= 1")
+        self.keep_states = keep_states
         self._depth = 0  # nesting of open transactions (see _Transaction)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -216,7 +229,7 @@ class Store:
         with self._transaction():
             self._db.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.encode(),))
             self._insert_block(Block(genesis_header(genesis), (), b""), ())
-            getattr(self.nodes, "flush", lambda: 0)()  # TEMP until write-back lands
+            self.nodes.flush()
 
     def _load(self) -> tuple[State, BlockHeader]:
         """The last block's header and its state, opened at its root: no account is read
@@ -257,7 +270,8 @@ class Store:
         state = self._adopt(state)
         with self._transaction():
             self._insert_block(block, receipts)
-            getattr(self.nodes, "flush", lambda: 0)()  # TEMP until write-back lands
+            self._retire(block.height, [self.state.root()], state.root())
+            self.nodes.flush()
             self._db.executemany(
                 "INSERT INTO evidence VALUES (?, ?, ?)",
                 [
@@ -292,11 +306,16 @@ class Store:
             raise InvalidBlock("the state after a reorganisation does not match its last block")
         state = self._adopt(state)
         with self._transaction():
-            for table in ("blocks", "txs", "evidence"):
+            for table in ("blocks", "txs", "evidence", "smt_stale"):
                 self._db.execute(f"DELETE FROM {table} WHERE height > ?", (fork_height,))
             for block, receipts in blocks:
                 self._insert_block(block, receipts)
-            getattr(self.nodes, "flush", lambda: 0)()  # TEMP until write-back lands
+            # What the fork's state and the abandoned head had that the new head has not.
+            # (Nodes that abandoned blocks wrote and replaced within their branch are not
+            # tracked, and stay: a reorganisation is rare and short.)
+            was = [self.header(fork_height).state_root, self.state.root()]
+            self._retire(parent.height, was, state.root())
+            self.nodes.flush()
         self.state, self.last_header = state, parent
         self.tx_count = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
 
@@ -313,6 +332,58 @@ class Store:
                 for i, (tx, r) in enumerate(zip(block.txs, receipts, strict=True))
             ],
         )
+
+    def state_at(self, height: int) -> State:
+        """The state after the block at `height`, if it is still kept (else MissingNode)."""
+        if height == self.height:
+            return self.state
+        if not self.height - self.keep_states <= height < self.height:
+            raise MissingNode(f"the state at height {height} is not kept")
+        return State.at(self.nodes, self.header(height).state_root, self.engines)
+
+    def _retire(self, height: int, old_roots: list[bytes], new_root: bytes) -> None:
+        """Record the tree nodes that the state at `height` no longer has (they are deleted
+        once `height` is `keep_states` behind the head), forget such a record for a node the
+        new state has again, and delete the nodes whose time has come."""
+        gone: set[bytes] = set()
+        made: set[bytes] = set()
+        for old in old_roots:
+            g, m = _tree_diff(self.nodes, old, new_root)
+            gone |= g
+            made |= m
+        gone -= made
+        self._db.executemany(
+            "INSERT INTO smt_stale VALUES (?, ?)", [(height, h) for h in sorted(gone)]
+        )
+        self._revive(made)
+        horizon = height - self.keep_states
+        if horizon > 0:
+            due = "SELECT hash FROM smt_stale WHERE height <= ?"
+            self._db.execute(f"DELETE FROM smt_nodes WHERE hash IN ({due})", (horizon,))
+            self._db.execute("DELETE FROM smt_stale WHERE height <= ?", (horizon,))
+
+    def _revive(self, made: set[bytes]) -> None:
+        """A node is named by its content, so a node a block made may be one an older block
+        retired (a record back to an earlier value): its retirement no longer holds.  Checked
+        for leaves first: an inner node can only come back if some leaf below it did."""
+        leaves = [h for h in made if (self.nodes.get(h) or b"\0")[0] == Tag.SMT_LEAF]
+        if not self._retired(leaves):
+            return
+        back = self._retired(sorted(made))
+        for i in range(0, len(back), IDS_PER_QUERY):
+            chunk = back[i : i + IDS_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            self._db.execute(f"DELETE FROM smt_stale WHERE hash IN ({marks})", chunk)
+
+    def _retired(self, hashes: Sequence[bytes]) -> list[bytes]:
+        """Those of `hashes` that some block has retired."""
+        found: list[bytes] = []
+        for i in range(0, len(hashes), IDS_PER_QUERY):
+            chunk = list(hashes[i : i + IDS_PER_QUERY])
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT DISTINCT hash FROM smt_stale WHERE hash IN ({marks})"
+            found += [bytes(r[0]) for r in self._db.execute(sql, chunk)]
+        return found
 
     def _adopt(self, state: State) -> State:
         """`state` with its tree in this store's nodes.  A state derived from `self.state`
@@ -455,6 +526,34 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _tree_diff(nodes: NodeStore, old: bytes, new: bytes) -> tuple[set[bytes], set[bytes]]:
+    """(nodes under `old` that are not under `new`, nodes under `new` not under `old`), for
+    a state root or a tree root.  Both trees are walked in step, position by position, only
+    where they differ: O(k log N) for k changed keys.  A leaf that moved (lifted or pushed
+    down by a neighbour) is met on both sides and is in neither set."""
+    gone: set[bytes] = set()
+    made: set[bytes] = set()
+    stack = [(old, new)]
+    while stack:
+        o, n = stack.pop()
+        if o == n:
+            continue
+        below = []
+        for node, seen in ((o, gone), (n, made)):
+            children = (EMPTY, EMPTY)
+            if node != EMPTY:
+                seen.add(node)
+                blob = nodes.get(node)
+                if blob is None:
+                    raise MissingNode(node.hex())
+                if blob[0] != Tag.SMT_LEAF:  # an inner node, or the root over both trees
+                    children = (blob[1:33], blob[33:65])
+            below.append(children)
+        stack += [(below[0][0], below[1][0]), (below[0][1], below[1][1])]
+    both = gone & made
+    return gone - both, made - both
 
 
 def _node_hash(blob: bytes) -> bytes:

@@ -45,6 +45,12 @@ class PowParams:
                 "limit_bits", self.limit_bits, f"must be a valid target: {e}"
             ) from None
 
+    @property
+    def kept_blocks(self) -> int:
+        """Blocks behind the tip whose states a node keeps: a reorganisation may roll back
+        `reorg_horizon` of them, and retargeting looks back one interval more."""
+        return self.reorg_horizon + self.retarget_interval + 2
+
     def values(self) -> dict[str, Any]:
         """The params alone (also of a PowConfig), by name."""
         return {f.name: getattr(self, f.name) for f in fields(PowParams)}

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from consensus.pow.config import PowConfig
 from ledger.block import Genesis
 from ledger.crypto import KeyPair
-from ledger.store import Store, StoreDamaged
+from ledger.store import STATE_HISTORY, Store, StoreDamaged
 from node.cluster import broker
 from node.cluster.bootstrap import load_genesis, load_key
 from node.cluster.config import ClusterConfig, ConfigError, load_config
@@ -50,9 +51,10 @@ def build_node(
     key = load_key(cfg.node_key_path(node_id))
     db = cfg.twin_db_path(node_id) if twin else cfg.db_path(node_id)
     db.parent.mkdir(parents=True, exist_ok=True)
-    store = open_store(cfg, db, genesis)  # checked before anything else starts
-    listen_port = 0 if twin else None
     config = consensus_config(cfg, genesis)
+    keep = config.kept_blocks if isinstance(config, PowConfig) else STATE_HISTORY
+    store = open_store(cfg, db, genesis, keep)  # checked before anything else starts
+    listen_port = 0 if twin else None
     replica = open_replica(config, node_id, key, store)
     miner = Miner() if mines(config) else None
     inner = build_transport(cfg, node_id, key, genesis, listen_port)
@@ -71,7 +73,9 @@ def build_node(
     return runtime, make_app(dispatcher)
 
 
-def open_store(cfg: ClusterConfig, db: Path, genesis: Genesis) -> Store:
+def open_store(
+    cfg: ClusterConfig, db: Path, genesis: Genesis, keep_states: int = STATE_HISTORY
+) -> Store:
     """The node's store, checked (SQLite's integrity_check, the stored chain's head and the
     state root) before the node serves anything.  A damaged one raises StoreDamaged with
     `damaged_store = "refuse"`; with "rebuild" it is moved aside (kept for inspection) and the
@@ -84,6 +88,7 @@ def open_store(cfg: ClusterConfig, db: Path, genesis: Genesis) -> Store:
             engines=chain_engines(),
             synchronous=cfg.sqlite_synchronous,
             verify="full",
+            keep_states=keep_states,
         )
 
     try:

@@ -233,11 +233,13 @@ class LedgerMethods:
     def state_at(self, height: int) -> tuple[State, BlockHeader]:
         if not 0 <= height <= self.store.height:
             raise UnknownBlock(f"no block at height {height} (height is {self.store.height})")
-        header = self.store.header(height)
         try:
-            return State.at(self.store.nodes, header.state_root, self.store.engines), header
+            return self.store.state_at(height), self.store.header(height)
         except MissingNode:
-            raise UnknownBlock(f"the state at height {height} is no longer kept") from None
+            kept = self.store.keep_states
+            raise UnknownBlock(
+                f"the state at height {height} is no longer kept (only the last {kept} blocks')"
+            ) from None
 
     async def members(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         specs = {n.id: n for n in self.nodes}

@@ -16,7 +16,7 @@ def recent_chain(store: Store, config: PowConfig) -> list[Recent]:
     """The last blocks within the reorg horizon, with the states a reorganisation can roll
     back to: each opened at its block's state root (the store keeps their trees), so a
     restart executes nothing.  The chain's total work sums every stored block's seal."""
-    keep = config.reorg_horizon + config.retarget_interval + 2
+    keep = config.kept_blocks
     recent: deque[Recent] = deque(maxlen=keep)
     total, first_kept = 0, max(0, store.height - keep + 1)
     for height in range(store.height + 1):

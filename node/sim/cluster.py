@@ -216,6 +216,8 @@ class SimCluster:
 
     def _node(self, sim_id: str, member: str, key: KeyPair) -> SimNode:
         store = self.open_store(self.genesis)
+        if isinstance(self.config, PowConfig):  # its reorganisations need older states
+            store.keep_states = max(store.keep_states, self.config.kept_blocks)
         byzantine = Byzantine(member, self.members, self.rng.randrange(2**32))
         controller = FaultController(member, NetworkRules(member), byzantine)
         return SimNode(sim_id, member, key, store, controller)
