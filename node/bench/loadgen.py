@@ -209,7 +209,19 @@ async def run(
 ) -> dict[str, Any]:
     count = int(rate * duration) if rate else int(SATURATION_RATE_CAP * duration)
     count = min(count, total) if total else count
-    work = await presign(cfg, count)
+    return await run_work(cfg, await presign(cfg, count), rate, duration, drain_s, batch)
+
+
+async def run_work(
+    cfg: ClusterConfig,
+    work: list[Work],
+    rate: int,
+    duration: float,
+    drain_s: float,
+    batch: int = SUBMIT_BATCH,
+) -> dict[str, Any]:
+    """Submit presigned `work` (at `rate`, or 0: saturation) for at most `duration` s, wait
+    up to `drain_s` for the rest to commit, and summarize."""
     r = Run(cfg, rate, duration, batch)
     stop = asyncio.Event()
     first = await r.cluster_height()  # before any tx is submitted (see Run.watch)
