@@ -22,8 +22,9 @@ keys has one tree, whatever order its changes came in (deletes lift a lone leaf 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Protocol, runtime_checkable
 
 from ledger.encoding import Struct, Tag, hash_bytes
@@ -32,6 +33,7 @@ KEY_BYTES = 32
 KEY_BITS = 8 * KEY_BYTES
 _LEAF = bytes([Tag.SMT_LEAF])
 _NODE = bytes([Tag.SMT_NODE])
+_LEAF_TAG = int(Tag.SMT_LEAF)  # an int compare: faster than with the enum
 EMPTY = hash_bytes(_NODE)
 
 
@@ -155,11 +157,13 @@ def items(store: NodeStore, root: bytes) -> Iterator[tuple[bytes, bytes]]:
 @dataclass(frozen=True)
 class _Batch:
     """The sorted changes of one update, as ints (for bit tests and bisection) and parallel
-    values (None deletes); `new` collects the nodes the update creates."""
+    values (None deletes); `new` collects the nodes the update creates; `load` reads a node
+    (the prefetched paths first, when the store reads in batches)."""
 
     keys: list[int]
     values: list[bytes | None]
     new: dict[bytes, bytes]
+    load: Callable[[bytes], bytes]
 
 
 def update(store: NodeStore, root: bytes, changes: Mapping[bytes, bytes | None]) -> bytes:
@@ -168,27 +172,29 @@ def update(store: NodeStore, root: bytes, changes: Mapping[bytes, bytes | None])
     if not changes:
         return root
     ordered = sorted((_key_int(k), v) for k, v in changes.items())
-    batch = _Batch([k for k, _ in ordered], [v for _, v in ordered], {})
+    keys = [k for k, _ in ordered]
     if isinstance(store, BatchReadStore):
-        store = _Overlay(_prefetch(store, batch.keys, root), store)
-    new_root, _ = _update(store, batch, root, 0, 0, len(ordered))
+        load = _loader(_prefetch(store, keys, root), store)
+    else:
+        load = _loader({}, store)
+    batch = _Batch(keys, [v for _, v in ordered], {}, load)
+    new_root, _ = _update(batch, root, 0, 0, len(ordered))
     if batch.new:
         store.put_many(batch.new)
     return new_root
 
 
-class _Overlay:
+def _loader(nodes: dict[bytes, bytes], store: NodeStore) -> Callable[[bytes], bytes]:
     """Prefetched nodes first, then the store (for what a delete may need off the paths)."""
+    fetched, get = nodes.get, store.get
 
-    def __init__(self, nodes: dict[bytes, bytes], store: NodeStore) -> None:
-        self.nodes, self.store = nodes, store
+    def load(node_hash: bytes) -> bytes:
+        blob = fetched(node_hash) or get(node_hash)
+        if blob is None:
+            raise MissingNode(node_hash.hex())
+        return blob
 
-    def get(self, node_hash: bytes) -> bytes | None:
-        blob = self.nodes.get(node_hash)
-        return blob if blob is not None else self.store.get(node_hash)
-
-    def put_many(self, nodes: Mapping[bytes, bytes]) -> None:
-        self.store.put_many(nodes)
+    return load
 
 
 def _prefetch(store: BatchReadStore, keys: list[int], root: bytes) -> dict[bytes, bytes]:
@@ -200,12 +206,18 @@ def _prefetch(store: BatchReadStore, keys: list[int], root: bytes) -> dict[bytes
     while level:
         blobs = store.get_many([node for node, _, _ in level])
         below = []
+        shift = KEY_BITS - 1 - depth
         for node, lo, hi in level:
             blob = blobs.get(node)
             if blob is None:
                 raise MissingNode(node.hex())
             fetched[node] = blob
-            if _is_leaf(blob):
+            if blob[0] == _LEAF_TAG:
+                continue
+            if hi - lo == 1:  # one key below: its bit picks the child, no bisection
+                child = blob[33:65] if (keys[lo] >> shift) & 1 else blob[1:33]
+                if child != EMPTY:
+                    below.append((child, lo, hi))
                 continue
             mid = _split(keys, depth, lo, hi)
             for child, a, b in ((blob[1:33], lo, mid), (blob[33:65], mid, hi)):
@@ -215,28 +227,64 @@ def _prefetch(store: BatchReadStore, keys: list[int], root: bytes) -> dict[bytes
     return fetched
 
 
-def _update(
-    store: NodeStore, batch: _Batch, node: bytes, depth: int, lo: int, hi: int
-) -> tuple[bytes, bool | None]:
+def _update(batch: _Batch, node: bytes, depth: int, lo: int, hi: int) -> tuple[bytes, bool | None]:
     """The subtree at `node` (at `depth`) with changes [lo, hi) applied: (hash, is_leaf),
     is_leaf None when not known (an untouched subtree: loaded only if a delete needs it)."""
     if lo == hi:
         return node, None
+    if hi - lo == 1:
+        return _update_one(batch, node, depth, lo)
     if node == EMPTY:
         return _build(batch, depth, lo, hi, None)
-    blob = _load(store, node)
-    if _is_leaf(blob):
+    blob = batch.load(node)
+    if blob[0] == _LEAF_TAG:
         return _build(batch, depth, lo, hi, (node, blob))
     mid = _split(batch.keys, depth, lo, hi)
-    left, left_leaf = _update(store, batch, blob[1:33], depth + 1, lo, mid)
-    right, right_leaf = _update(store, batch, blob[33:65], depth + 1, mid, hi)
-    if left == blob[1:33] and right == blob[33:65]:
+    old_left, old_right = blob[1:33], blob[33:65]
+    left, left_leaf = _update(batch, old_left, depth + 1, lo, mid)
+    right, right_leaf = _update(batch, old_right, depth + 1, mid, hi)
+    if left == old_left and right == old_right:
         return node, False  # nothing changed below (same values again, absent keys deleted)
     if left == EMPTY and right_leaf is None and right != EMPTY:
-        right_leaf = _is_leaf(_load(store, right))
+        right_leaf = batch.load(right)[0] == _LEAF_TAG
     if right == EMPTY and left_leaf is None and left != EMPTY:
-        left_leaf = _is_leaf(_load(store, left))
+        left_leaf = batch.load(left)[0] == _LEAF_TAG
     return _join(batch, left, bool(left_leaf), right, bool(right_leaf))
+
+
+def _update_one(batch: _Batch, node: bytes, depth: int, i: int) -> tuple[bytes, bool | None]:
+    """`_update` for the one change `i`: down its path to the leaf or empty subtree that ends
+    it, then back up, joining each new child with its untouched sibling (the deep levels of
+    a big tree: one change per subtree, so no bisection and no recursion)."""
+    k, load, start = batch.keys[i], batch.load, node
+    path: list[tuple[bytes, int]] = []  # (sibling, this key's bit), from `node` down
+    old: tuple[bytes, bytes] | None = None
+    while node != EMPTY:
+        blob = load(node)
+        if blob[0] == _LEAF_TAG:
+            old = (node, blob)
+            break
+        if (k >> (KEY_BITS - 1 - depth)) & 1:
+            path.append((blob[1:33], 1))
+            node = blob[33:65]
+        else:
+            path.append((blob[33:65], 0))
+            node = blob[1:33]
+        depth += 1
+    h, leaf = _build(batch, depth, i, i + 1, old)
+    if h == node:
+        return start, None if start == EMPTY else start == node  # unchanged all the way up
+    put = _put_internal
+    for sibling, bit in reversed(path):
+        if sibling == EMPTY:
+            if h == EMPTY or leaf:
+                continue  # a lone leaf (or nothing) lifts past an empty sibling
+        elif h == EMPTY and load(sibling)[0] == _LEAF_TAG:
+            h, leaf = sibling, True  # the sibling is alone now: it lifts
+            continue
+        h = put(batch, sibling, h) if bit else put(batch, h, sibling)
+        leaf = False
+    return h, leaf
 
 
 def _split(keys: list[int], depth: int, lo: int, hi: int) -> int:
@@ -261,7 +309,7 @@ def _build(
     present = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
     if old is not None and present == [(old_key, old_value)]:
         return old_hash, True  # unchanged: written once already
-    sub = _Batch([k for k, _ in present], [v for _, v in present], batch.new)
+    sub = _Batch([k for k, _ in present], [v for _, v in present], batch.new, batch.load)
     return _fresh(sub, depth, 0, len(present))
 
 
@@ -291,14 +339,14 @@ def _join(
 
 
 def _put_leaf(batch: _Batch, key: bytes, value: bytes) -> bytes:
-    h = leaf_hash(key, hash_bytes(value))
+    h = sha256(_LEAF + key + sha256(value).digest()).digest()  # leaf_hash, inlined: hot
     batch.new[h] = _LEAF + key + value
     return h
 
 
 def _put_internal(batch: _Batch, left: bytes, right: bytes) -> bytes:
     blob = _NODE + left + right
-    h = hash_bytes(blob)
+    h = sha256(blob).digest()  # hash_bytes, inlined: the hottest line of an update
     batch.new[h] = blob
     return h
 

