@@ -101,6 +101,14 @@ def internal_hash(left: bytes, right: bytes) -> bytes:
     return hash_bytes(_NODE + left + right)
 
 
+def node_hash(blob: bytes) -> bytes:
+    """The hash that names a stored node: a leaf by its key and value hash, any other node
+    (an internal one, or a root over several trees) by its bytes."""
+    if blob[:1] == _LEAF:
+        return leaf_hash(blob[1 : 1 + KEY_BYTES], hash_bytes(blob[1 + KEY_BYTES :]))
+    return hash_bytes(blob)
+
+
 def _load(store: NodeStore, node_hash: bytes) -> bytes:
     blob = store.get(node_hash)
     if blob is None:

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ledger import smt
 from ledger.block import Block, BlockHeader, Genesis, check_successor, tx_root
 from ledger.contract import Engines
-from ledger.encoding import DecodeError, Tag, hash_bytes
+from ledger.encoding import DecodeError, Tag
 from ledger.errors import InvalidBlock
-from ledger.smt import EMPTY, MissingNode, NodeStore, leaf_hash
-from ledger.smtstore import SqliteNodeStore
+from ledger.smt import EMPTY, MissingNode, NodeStore
+from ledger.smtstore import CorruptNode, SqliteNodeStore
 from ledger.state import Receipt, State, genesis_header, receipts_root
 from ledger.tx import EVIDENCE, Tx
 
@@ -238,7 +239,7 @@ class Store:
         header = BlockHeader.decode(bytes(row[0]))
         try:
             return State.at(self.nodes, header.state_root, self.engines), header
-        except MissingNode as e:
+        except (MissingNode, CorruptNode) as e:
             problem = f"the stored state tree lacks block {header.height}'s state root ({e})"
             raise StateMismatch(self.path, problem) from None
 
@@ -411,7 +412,7 @@ class Store:
         node cache is not flooded).  A node that is missing is found when it is read.
         Raises StateMismatch."""
         for node_hash, blob in self._db.execute("SELECT hash, node FROM smt_nodes"):
-            if _node_hash(bytes(blob)) != bytes(node_hash):
+            if smt.node_hash(bytes(blob)) != bytes(node_hash):
                 problem = f"state tree node {bytes(node_hash).hex()} is not the node its hash names"
                 raise StateMismatch(self.path, problem)
 
@@ -554,13 +555,6 @@ def _tree_diff(nodes: NodeStore, old: bytes, new: bytes) -> tuple[set[bytes], se
         stack += [(below[0][0], below[1][0]), (below[0][1], below[1][1])]
     both = gone & made
     return gone - both, made - both
-
-
-def _node_hash(blob: bytes) -> bytes:
-    """The hash that names a stored tree node: a leaf is named by its key and value hash."""
-    if blob[:1] == bytes([Tag.SMT_LEAF]):
-        return leaf_hash(blob[1:33], hash_bytes(blob[33:]))
-    return hash_bytes(blob)
 
 
 class _Transaction:

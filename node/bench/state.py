@@ -1,9 +1,11 @@
-"""`tally bench state`: what a block's state-root update costs as the number of accounts grows.
+"""`tally bench state`: what a block costs as the number of accounts grows.
 
-For each size and node store it builds a sparse Merkle tree (ledger/smt.py) of that many
-accounts, then times `update` for blocks that each touch `--changes` random accounts (1000 =
-a 500-transfer block: a sender and a receiver each), and beside it today's `State.root()`
-(ledger/state.py) over the same accounts.  The SQLite store is write-back, as in a node: the
+The tree part: for each size and node store it builds a sparse Merkle tree (ledger/smt.py,
+the state's accounts tree) of that many accounts, then times `update` for blocks that each
+touch `--changes` random accounts (1000 = a 500-transfer block: a sender and a receiver
+each).  The live part (node/bench/bigstate.py, unless --tree-only): a 4-node cluster filled
+to each size, its saturation as a ratio of the smallest size's, every node's peak RSS, and
+the RSS of a node restarted on the full state.  The SQLite store is write-back, as in a node: the
 update only buffers its new nodes, and then `flush` and COMMIT make them durable, timed apart
 ("commit ms"), in one BEGIN IMMEDIATE transaction with the chain store's pragmas.  Each
 (size, store) runs in a fresh process, so its peak RSS is its own.
@@ -29,13 +31,12 @@ from typing import Any
 from rich.table import Table
 
 from ledger import smt
-from ledger.contract import NO_ENGINES
 from ledger.smtstore import CACHE_NODES, SqliteNodeStore
-from ledger.state import Account, State
+from ledger.state import Account
+from node.bench import bigstate
 from node.bench.pbft import console, emit, machine, number_list
 
 STORES = ("sqlite", "memory")
-COMPARE_UP_TO = 100_000  # State.root() takes seconds per block above this
 # Accounts per build update: bounds the new nodes the build buffers (~6 a change at 1M: 25k
 # keeps the build's peak RSS, buffer and cache together, under the 400 MB a node may use)
 BUILD_CHUNK = 25_000
@@ -52,10 +53,9 @@ def add_state_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=int, default=9, help="blocks timed per size")
     p.add_argument("--stores", default="sqlite,memory", help="node stores: sqlite, memory")
     p.add_argument("--seed", type=int, default=1, help="seed of the accounts a block touches")
+    p.add_argument("--tree-only", action="store_true", help="skip the live cluster part")
     p.add_argument(
-        "--compare-all",
-        action="store_true",
-        help=f"time State.root() above {COMPARE_UP_TO:,} accounts too",
+        "--live-duration", type=float, default=20.0, help="seconds of live saturation per size"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--out", help="also write the JSON result to this file")
@@ -68,7 +68,6 @@ class Case:
     changes: int
     reps: int
     seed: int
-    compare: bool
 
 
 class _Counted:
@@ -161,22 +160,6 @@ def time_proofs(store: _Counted, root: bytes, case: Case) -> float:
     return round((time.perf_counter() - start) / len(keys) * 1e6, 1)
 
 
-def time_state_root(case: Case) -> float:
-    """The median ms of today's State.root() for a block over the same accounts."""
-    accounts = {address(i): account(i, 0) for i in range(case.accounts)}
-    State(accounts, engines=NO_ENGINES).root()  # every account's encoding cached, as in a node
-    rng = Random(case.seed)
-    times = []
-    for block in range(1, min(case.reps, 3) + 1):
-        for i in rng.sample(range(case.accounts), min(case.changes, case.accounts)):
-            accounts[address(i)] = account(i, block)
-        state = State(accounts, engines=NO_ENGINES)
-        start = time.perf_counter()
-        state.root()
-        times.append(time.perf_counter() - start)
-    return ms(statistics.median(times))
-
-
 def run_case(case: Case) -> dict[str, Any]:
     """One size on one store, in this process (see `main`)."""
     with tempfile.TemporaryDirectory(prefix="tally-state-") as tmp:
@@ -203,7 +186,6 @@ def run_case(case: Case) -> dict[str, Any]:
         if db is not None:
             db.close()
     result["rss_mb"] = rss_mb()  # after the blocks: what a running node holds
-    result["state_root_ms"] = time_state_root(case) if case.compare else None
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
 
@@ -218,13 +200,13 @@ def run_state_bench(args: argparse.Namespace) -> int:
     if not stores or any(s not in STORES for s in stores):
         console.print(f"--stores: expected some of {', '.join(STORES)}, got {args.stores!r}")
         return 2
+    sizes = [int(x) for x in args.accounts.split(",") if x.strip()]
     rows = []
-    for n in (int(x) for x in args.accounts.split(",") if x.strip()):
+    for n in sizes:
         for store in stores:
-            compare = n <= COMPARE_UP_TO or args.compare_all
-            case = Case(n, store, args.changes, args.reps, args.seed, compare)
             console.print(f"state: {n:,} accounts, {store} store")
-            rows.append(run_in_process(case))
+            rows.append(run_in_process(Case(n, store, args.changes, args.reps, args.seed)))
+    live = [] if args.tree_only else live_rows(args, sizes)
     result = {
         "bench": "state",
         "machine": machine(),
@@ -232,10 +214,41 @@ def run_state_bench(args: argparse.Namespace) -> int:
         "reps": args.reps,
         "cache_nodes": CACHE_NODES,
         "results": rows,
+        "live": live,
     }
     console.print(table(args, rows))
+    if live:
+        console.print(live_table(live))
     emit(args, result)
     return 0
+
+
+def live_rows(args: argparse.Namespace, sizes: list[int]) -> list[dict[str, Any]]:
+    """One live cluster per size, smallest first; saturation as a ratio of the smallest's."""
+    rows = []
+    for n in sorted(sizes):
+        console.print(f"state, live: a cluster filled to {n:,} accounts")
+        rows.append(bigstate.measure_size(args, n))
+    base = rows[0]["committed_tps"] if rows else 0
+    return [r | {"tps_ratio": round(r["committed_tps"] / base, 2) if base else None} for r in rows]
+
+
+def live_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="tally bench state, live: n = 4 saturation with N accounts in the state")
+    for col in ("accounts", "fill s", "committed tx/s", "ratio", "p50 ms", "peak RSS MB/node"):
+        t.add_column(col, justify="right")
+    t.add_column("restarted node RSS MB", justify="right")
+    for r in rows:
+        t.add_row(
+            f"{r['accounts']:,}",
+            str(r["fill_s"]),
+            str(r["committed_tps"]),
+            str(r["tps_ratio"]),
+            str(r["latency_ms"]["p50"]),
+            str(max(r["peak_rss_mb"].values(), default=0)),
+            str(r["restart_rss_mb"]),
+        )
+    return t
 
 
 def run_in_process(case: Case) -> dict[str, Any]:
@@ -258,7 +271,6 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> Table:
         ("flush+commit ms", "commit_ms_median"),
         ("nodes/update", "nodes_written"),
         ("prove µs", "prove_us"),
-        ("State.root() ms", "state_root_ms"),
         ("RSS MB", "rss_mb"),
         ("peak RSS MB", "peak_rss_mb"),
     )

@@ -77,3 +77,16 @@ def test_bench_integrity_times_every_start_up_check(tmp_path: Path) -> None:
     assert any("full" in n for n in names) and all(c["seconds"] >= 0 for c in result["checks"])
     again = bench_json(tmp_path, "integrity", "--blocks", "300", "--path", str(store))
     assert again["built_s"] is None  # the store is reused, not built again
+
+
+@pytest.mark.slow  # two live clusters, each filled by real transfers
+def test_bench_state_fills_live_clusters_and_reports_saturation_per_size(tmp_path: Path) -> None:
+    args = ["state", "--accounts", "100,600", "--reps", "2", "--stores", "sqlite"]
+    result = bench_json(tmp_path, *args, "--live-duration", "3")
+    assert [r["accounts"] for r in result["results"]] == [100, 600]
+    small, large = result["live"]
+    assert (small["accounts"], large["accounts"]) == (100, 600)
+    assert small["tps_ratio"] == 1.0 and large["tps_ratio"] > 0
+    for row in (small, large):
+        assert row["committed_tps"] > 0 and row["restart_rss_mb"] > 0
+        assert set(row["peak_rss_mb"]) == {"n0", "n1", "n2", "n3"}

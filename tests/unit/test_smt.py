@@ -264,8 +264,8 @@ def test_sqlite_prune(tmp_path: Path) -> None:
 
 
 def test_the_state_bench_runs_a_case() -> None:
-    row = run_case(Case(accounts=300, store="sqlite", changes=40, reps=2, seed=1, compare=True))
+    row = run_case(Case(accounts=300, store="sqlite", changes=40, reps=2, seed=1))
     assert row["accounts"] == 300 and row["store"] == "sqlite"
     assert row["nodes"] >= 2 * 300 - 1  # the build: 300 leaves and the internal nodes above them
     assert 40 < row["nodes_written"] < row["nodes"]
-    assert row["state_root_ms"] is not None and row["peak_rss_mb"] > 0
+    assert row["peak_rss_mb"] > 0

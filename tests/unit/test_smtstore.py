@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from ledger import smt
-from ledger.encoding import hash_bytes
+from ledger.encoding import Tag, hash_bytes
 from ledger.smtstore import SqliteNodeStore
 
 
@@ -18,6 +18,12 @@ def key(i: int) -> bytes:
 
 def autocommit() -> sqlite3.Connection:
     return sqlite3.connect(":memory:", isolation_level=None)  # as ledger/store.py opens it
+
+
+def node(i: int) -> tuple[bytes, bytes]:
+    """A real leaf node (its hash, its bytes): what the store checks nodes read from disk by."""
+    blob = bytes([Tag.SMT_LEAF]) + key(i) + b"v%d" % i
+    return smt.node_hash(blob), blob
 
 
 def rows(db: sqlite3.Connection) -> set[tuple[bytes, bytes]]:
@@ -80,31 +86,33 @@ def test_a_rolled_back_flush_leaves_the_table_and_its_nodes_can_be_written_again
 def test_buffered_nodes_are_outside_the_lru_bound() -> None:
     db = autocommit()
     store = SqliteNodeStore(db, cache_nodes=3)
-    store.put_many({bytes([i]): b"n%d" % i for i in range(10)})
+    nodes = dict(node(i) for i in range(10))
+    store.put_many(nodes)
     assert store.pending == 10 and store.cached == 0  # none evicted before it is written
-    assert all(store.get(bytes([i])) == b"n%d" % i for i in range(10))
+    assert all(store.get(h) == blob for h, blob in nodes.items())
     db.execute("BEGIN")
     assert store.flush() == 10
     db.execute("COMMIT")
     assert store.cached == 3
-    for i in range(10):
-        assert store.get(bytes([i])) == b"n%d" % i  # from SQLite or the cache
+    for h, blob in nodes.items():
+        assert store.get(h) == blob  # from SQLite or the cache
         assert store.cached <= 3
-    store.get_many([bytes([i]) for i in range(10)])
+    store.get_many(list(nodes))
     assert store.cached == 3
 
 
 def test_the_cache_evicts_the_least_recently_used() -> None:
     db = autocommit()
     store = SqliteNodeStore(db, cache_nodes=2)
-    store.put_many({b"a": b"1", b"b": b"2"})
+    (a, blob_a), (b, blob_b), (c, blob_c) = node(1), node(2), node(3)
+    store.put_many({a: blob_a, b: blob_b})
     store.flush()
-    assert store.get(b"a") == b"1"  # a is now the most recent
-    store.put_many({b"c": b"3"})
+    assert store.get(a) == blob_a  # a is now the most recent
+    store.put_many({c: blob_c})
     store.flush()
-    assert list(store._cache) == [b"a", b"c"]
-    assert store.get(b"b") == b"2"  # from SQLite
-    assert list(store._cache) == [b"c", b"b"]
+    assert list(store._cache) == [a, c]
+    assert store.get(b) == blob_b  # from SQLite
+    assert list(store._cache) == [c, b]
     assert store.get(b"zz") is None
 
 

@@ -15,6 +15,7 @@ from ledger.block import BlockHeader, Genesis, Member
 from ledger.crypto import KeyPair
 from ledger.encoding import Tag
 from ledger.smt import account_key
+from ledger.smtstore import CorruptNode
 from ledger.state import Account, build_block
 from ledger.store import (
     BrokenChain,
@@ -186,6 +187,14 @@ def test_a_tampered_state_node_is_found_by_the_full_check(path: Path) -> None:
     tamper_bob(path)
     with pytest.raises(StateMismatch, match="is not the node its hash names"):
         open_store(path, verify="full")
+
+
+def test_a_tampered_state_node_is_an_error_when_read_never_a_balance(path: Path) -> None:
+    tamper_bob(path)
+    store = open_store(path, verify=None)  # the scan is the full check's; a read checks too
+    with pytest.raises(CorruptNode, match="is not the node its hash names"):
+        store.state.account(BOB.address)
+    store.close()
 
 
 def test_a_missing_state_root_is_refused_on_every_open(path: Path) -> None:
