@@ -43,9 +43,7 @@ CREATE TABLE IF NOT EXISTS txs(
     height INTEGER NOT NULL, idx INTEGER NOT NULL, tx_id BLOB NOT NULL,
     raw BLOB NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (height, idx));
 CREATE INDEX IF NOT EXISTS txs_by_id ON txs(tx_id);
-CREATE TABLE IF NOT EXISTS smt_stale(height INTEGER NOT NULL, hash BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS smt_stale_by_height ON smt_stale(height);
-CREATE INDEX IF NOT EXISTS smt_stale_by_hash ON smt_stale(hash);
+CREATE TABLE IF NOT EXISTS smt_retired(height INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS evidence(
     height INTEGER NOT NULL, idx INTEGER NOT NULL, member TEXT NOT NULL,
     PRIMARY KEY (height, idx));
@@ -307,7 +305,7 @@ class Store:
             raise InvalidBlock("the state after a reorganisation does not match its last block")
         state = self._adopt(state)
         with self._transaction():
-            for table in ("blocks", "txs", "evidence", "smt_stale"):
+            for table in ("blocks", "txs", "evidence", "smt_retired"):
                 self._db.execute(f"DELETE FROM {table} WHERE height > ?", (fork_height,))
             for block, receipts in blocks:
                 self._insert_block(block, receipts)
@@ -343,9 +341,9 @@ class Store:
         return State.at(self.nodes, self.header(height).state_root, self.engines)
 
     def _retire(self, height: int, old_roots: list[bytes], new_root: bytes) -> None:
-        """Record the tree nodes that the state at `height` no longer has (they are deleted
-        once `height` is `keep_states` behind the head), forget such a record for a node the
-        new state has again, and delete the nodes whose time has come."""
+        """Record the tree nodes that the state at `height` no longer has (one row a block:
+        they are deleted once `height` is `keep_states` behind the head), forget such a
+        record for a node the new state has again, and delete the nodes whose time has come."""
         gone: set[bytes] = set()
         made: set[bytes] = set()
         for old in old_roots:
@@ -353,36 +351,41 @@ class Store:
             gone |= g
             made |= m
         gone -= made
-        self._db.executemany(
-            "INSERT INTO smt_stale VALUES (?, ?)", [(height, h) for h in sorted(gone)]
-        )
+        if gone:
+            row = (height, b"".join(sorted(gone)))
+            self._db.execute("INSERT OR REPLACE INTO smt_retired VALUES (?, ?)", row)
         self._revive(made)
         horizon = height - self.keep_states
-        if horizon > 0:
-            due = "SELECT hash FROM smt_stale WHERE height <= ?"
-            self._db.execute(f"DELETE FROM smt_nodes WHERE hash IN ({due})", (horizon,))
-            self._db.execute("DELETE FROM smt_stale WHERE height <= ?", (horizon,))
+        due = "SELECT height, hashes FROM smt_retired WHERE height <= ?"
+        for _, hashes in self._db.execute(due, (horizon,)).fetchall():
+            doomed = [(hashes[i : i + 32],) for i in range(0, len(hashes), 32)]
+            self._db.executemany("DELETE FROM smt_nodes WHERE hash = ?", doomed)
+        self._db.execute("DELETE FROM smt_retired WHERE height <= ?", (horizon,))
 
     def _revive(self, made: set[bytes]) -> None:
         """A node is named by its content, so a node a block made may be one an older block
-        retired (a record back to an earlier value): its retirement no longer holds.  Checked
-        for leaves first: an inner node can only come back if some leaf below it did."""
+        retired (a record back to an earlier value): its retirement no longer holds.  Such a
+        node is still in the table (the block's own nodes are not flushed yet), and this is
+        checked for leaves first: an inner node can only come back if a leaf below it did.
+        Rare, so the retired rows are then rewritten without them."""
         leaves = [h for h in made if (self.nodes.get(h) or b"\0")[0] == Tag.SMT_LEAF]
-        if not self._retired(leaves):
+        if not self._stored(leaves):
             return
-        back = self._retired(sorted(made))
-        for i in range(0, len(back), IDS_PER_QUERY):
-            chunk = back[i : i + IDS_PER_QUERY]
-            marks = ",".join("?" * len(chunk))
-            self._db.execute(f"DELETE FROM smt_stale WHERE hash IN ({marks})", chunk)
+        back = set(self._stored(sorted(made)))
+        rows = self._db.execute("SELECT height, hashes FROM smt_retired").fetchall()
+        for height, hashes in rows:
+            kept = [hashes[i : i + 32] for i in range(0, len(hashes), 32)]
+            if back.intersection(kept):
+                row = (b"".join(h for h in kept if h not in back), height)
+                self._db.execute("UPDATE smt_retired SET hashes = ? WHERE height = ?", row)
 
-    def _retired(self, hashes: Sequence[bytes]) -> list[bytes]:
-        """Those of `hashes` that some block has retired."""
+    def _stored(self, hashes: Sequence[bytes]) -> list[bytes]:
+        """Those of `hashes` that are in the table (buffered nodes are not asked about)."""
         found: list[bytes] = []
         for i in range(0, len(hashes), IDS_PER_QUERY):
             chunk = list(hashes[i : i + IDS_PER_QUERY])
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT DISTINCT hash FROM smt_stale WHERE hash IN ({marks})"
+            sql = f"SELECT hash FROM smt_nodes WHERE hash IN ({marks})"
             found += [bytes(r[0]) for r in self._db.execute(sql, chunk)]
         return found
 
