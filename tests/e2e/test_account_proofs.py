@@ -51,6 +51,10 @@ async def test_an_account_is_proved_under_a_committed_state_root_now_and_before(
         absent = await client.call("get_account", address=stranger, proof=True)
         with pytest.raises(RpcError, match="no block at height"):
             await client.call("get_account", address=stranger, height=10**6)
+        with pytest.raises(RpcError, match="no block at height"):
+            await client.call("get_account", address=stranger, height=-1)
+        with pytest.raises(RpcError, match="invalid param 'proof'"):
+            await client.call("get_account", address=stranger, proof="yes")
     assert (now["balance"], before["balance"]) == (7, 0)
     assert (now["height"], before["height"]) == (blocks[0]["height"], height - 1)
     assert checked(now, blocks[0]["state_root"]) and checked(before, blocks[1]["state_root"])
