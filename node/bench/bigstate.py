@@ -29,6 +29,7 @@ from node.rpc.client import RpcClient
 FILL_ROUND = 50_000  # fill txs presigned at once: bounds the bench process's own memory
 FILL_DRAIN_S = 120.0
 KEYED_ACCOUNTS = 16  # senders of the fill and of the measured load
+NODES = 4  # the cluster each size is measured on
 
 
 def fill_address(i: int) -> bytes:
@@ -56,7 +57,7 @@ def measure_size(args: argparse.Namespace, accounts: int) -> dict[str, Any]:
     cluster_args = argparse.Namespace(
         accounts=KEYED_ACCOUNTS, batch_size=500, batch_wait_ms=20, partial_in_flight=1
     )
-    config = write_cluster(workdir, cluster_args)
+    config = write_cluster(workdir, cluster_args, nodes=NODES)
     cfg = load_config(config)
     launcher.up(cfg, log_level="WARNING")
     try:

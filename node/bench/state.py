@@ -33,8 +33,9 @@ from rich.table import Table
 from ledger import smt
 from ledger.smtstore import CACHE_NODES, SqliteNodeStore
 from ledger.state import Account
-from node.bench import bigstate
-from node.bench.pbft import console, emit, machine, number_list
+from node.bench import bigstate, siglimit
+from node.bench.pbft import console, emit, machine, number_list, tps_cell
+from node.bench.siglimit import SignatureLimit
 
 STORES = ("sqlite", "memory")
 # Accounts per build update: bounds the new nodes the build buffers (~6 a change at 1M: 25k
@@ -206,13 +207,16 @@ def run_state_bench(args: argparse.Namespace) -> int:
         for store in stores:
             console.print(f"state: {n:,} accounts, {store} store")
             rows.append(run_in_process(Case(n, store, args.changes, args.reps, args.seed)))
-    live = [] if args.tree_only else live_rows(args, sizes)
+    # measured before any cluster starts, so no node competes for the cores
+    limit = siglimit.measure(bigstate.NODES)
+    live = [] if args.tree_only else live_rows(args, sizes, limit)
     result = {
         "bench": "state",
         "machine": machine(),
         "changes": args.changes,
         "reps": args.reps,
         "cache_nodes": CACHE_NODES,
+        "signature_limit": {str(limit.nodes): limit.as_dict()},
         "results": rows,
         "live": live,
     }
@@ -223,26 +227,37 @@ def run_state_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def live_rows(args: argparse.Namespace, sizes: list[int]) -> list[dict[str, Any]]:
-    """One live cluster per size, smallest first; saturation as a ratio of the smallest's."""
+def live_rows(
+    args: argparse.Namespace, sizes: list[int], limit: SignatureLimit
+) -> list[dict[str, Any]]:
+    """One live cluster per size, smallest first: saturation as a ratio of the smallest
+    size's and as a share of the machine's signature limit."""
     rows = []
     for n in sorted(sizes):
         console.print(f"state, live: a cluster filled to {n:,} accounts")
         rows.append(bigstate.measure_size(args, n))
     base = rows[0]["committed_tps"] if rows else 0
-    return [r | {"tps_ratio": round(r["committed_tps"] / base, 2) if base else None} for r in rows]
+    return [
+        r
+        | {
+            "tps_ratio": round(r["committed_tps"] / base, 2) if base else None,
+            "share_of_limit": limit.share(r["committed_tps"]),
+        }
+        for r in rows
+    ]
 
 
 def live_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="tally bench state, live: n = 4 saturation with N accounts in the state")
-    for col in ("accounts", "fill s", "committed tx/s", "ratio", "p50 ms", "peak RSS MB/node"):
+    cols = ("accounts", "fill s", "committed tx/s (share of limit)", "ratio", "p50 ms")
+    for col in (*cols, "peak RSS MB/node"):
         t.add_column(col, justify="right")
     t.add_column("restarted node RSS MB", justify="right")
     for r in rows:
         t.add_row(
             f"{r['accounts']:,}",
             str(r["fill_s"]),
-            str(r["committed_tps"]),
+            tps_cell(r),
             str(r["tps_ratio"]),
             str(r["latency_ms"]["p50"]),
             str(max(r["peak_rss_mb"].values(), default=0)),

@@ -27,6 +27,7 @@ SUITE: list[tuple[str, list[str]]] = [
     ("sim", ["sim", "--rates", "1,5,20", "--duration", "60", "--seeds", "3"]),
     ("memory", ["memory", "--transfers", "1000000"]),
     ("pow", ["pow", "--blocks", "100"]),
+    ("state", ["state", "--accounts", "100,10000,1000000", "--stores", "sqlite", "--reps", "5"]),
 ]
 
 
@@ -77,7 +78,7 @@ def render_report(out: Path, commands: list[str]) -> str:
         "```",
         "",
     ]
-    for section in (_pbft, _transport, _contracts, _replay, _sim, _memory, _pow):
+    for section in (_pbft, _transport, _contracts, _replay, _sim, _memory, _pow, _state):
         lines += section(out)
     return "\n".join(lines)
 
@@ -235,3 +236,50 @@ def _pow(out: Path) -> list[str]:
         f"deviation {100 * result['deviation']:+.1f}%).",
         "",
     ]
+
+
+def _state(out: Path) -> list[str]:
+    result = load(out, "state")
+    if result is None:
+        return []
+    changes = result["changes"]
+    tree = table(
+        f"State size: one block's tree update ({changes} accounts touched)",
+        ["accounts", "store", "update ms p50", "flush + commit ms", "nodes written", "peak RSS MB"],
+        [
+            [
+                f"{r['accounts']:,}",
+                r["store"],
+                r["update_ms_median"],
+                r["commit_ms_median"],
+                r["nodes_written"],
+                r["peak_rss_mb"],
+            ]
+            for r in result["results"]
+        ],
+    )
+    if not result["live"]:
+        return tree + _limits(result)
+    live = table(
+        "State size: n = 4 saturation with N accounts in the state",
+        [
+            "accounts",
+            "committed tx/s (share of limit)",
+            "of the smallest size",
+            "p50 ms",
+            "peak RSS MB per node (max)",
+            "restarted node RSS MB",
+        ],
+        [
+            [
+                f"{r['accounts']:,}",
+                tps_cell(r),
+                r["tps_ratio"],
+                r["latency_ms"]["p50"],
+                f"{max(r['peak_rss_mb'].values()):.0f}",
+                r["restart_rss_mb"],
+            ]
+            for r in result["live"]
+        ],
+    )
+    return tree + live + _limits(result)
