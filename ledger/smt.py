@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Protocol, runtime_checkable
 
@@ -165,18 +165,36 @@ def items(store: NodeStore, root: bytes) -> Iterator[tuple[bytes, bytes]]:
 @dataclass(frozen=True)
 class _Batch:
     """The sorted changes of one update, as ints (for bit tests and bisection) and parallel
-    values (None deletes); `new` collects the nodes the update creates; `load` reads a node
-    (the prefetched paths first, when the store reads in batches)."""
+    values (None deletes); `new` collects the nodes the update creates, `gone` the old nodes
+    it replaced (a leaf among them may be made again: `new` wins); `load` reads a node (the
+    prefetched paths first, when the store reads in batches)."""
 
     keys: list[int]
     values: list[bytes | None]
     new: dict[bytes, bytes]
+    gone: list[bytes]
     load: Callable[[bytes], bytes]
 
 
-def update(store: NodeStore, root: bytes, changes: Mapping[bytes, bytes | None]) -> bytes:
+@dataclass(frozen=True)
+class Delta:
+    """What updates did to the store: the nodes they made, and the old nodes they retired
+    (under the old root, not under the new one: exactly, since a node's content fixes its
+    place in the tree and only a leaf can move).  One Delta may gather several updates."""
+
+    made: set[bytes] = field(default_factory=set)
+    retired: set[bytes] = field(default_factory=set)
+
+
+def update(
+    store: NodeStore,
+    root: bytes,
+    changes: Mapping[bytes, bytes | None],
+    delta: Delta | None = None,
+) -> bytes:
     """Apply inserts, updates and deletes (None) to the tree at `root`; return the new root.
-    Writes only the new nodes, O(k log N) of them for k changes, in one `put_many`."""
+    Writes only the new nodes, O(k log N) of them for k changes, in one `put_many`, and
+    records them and the nodes they replace in `delta`."""
     if not changes:
         return root
     ordered = sorted((_key_int(k), v) for k, v in changes.items())
@@ -185,10 +203,13 @@ def update(store: NodeStore, root: bytes, changes: Mapping[bytes, bytes | None])
         load = _loader(_prefetch(store, keys, root), store)
     else:
         load = _loader({}, store)
-    batch = _Batch(keys, [v for _, v in ordered], {}, load)
+    batch = _Batch(keys, [v for _, v in ordered], {}, [], load)
     new_root, _ = _update(batch, root, 0, 0, len(ordered))
     if batch.new:
         store.put_many(batch.new)
+    if delta is not None:
+        delta.made.update(batch.new)
+        delta.retired.update(h for h in batch.gone if h not in batch.new)
     return new_root
 
 
@@ -246,13 +267,17 @@ def _update(batch: _Batch, node: bytes, depth: int, lo: int, hi: int) -> tuple[b
         return _build(batch, depth, lo, hi, None)
     blob = batch.load(node)
     if blob[0] == _LEAF_TAG:
-        return _build(batch, depth, lo, hi, (node, blob))
+        built = _build(batch, depth, lo, hi, (node, blob))
+        if built[0] != node:
+            batch.gone.append(node)
+        return built
     mid = _split(batch.keys, depth, lo, hi)
     old_left, old_right = blob[1:33], blob[33:65]
     left, left_leaf = _update(batch, old_left, depth + 1, lo, mid)
     right, right_leaf = _update(batch, old_right, depth + 1, mid, hi)
     if left == old_left and right == old_right:
         return node, False  # nothing changed below (same values again, absent keys deleted)
+    batch.gone.append(node)
     if left == EMPTY and right_leaf is None and right != EMPTY:
         right_leaf = batch.load(right)[0] == _LEAF_TAG
     if right == EMPTY and left_leaf is None and left != EMPTY:
@@ -266,12 +291,14 @@ def _update_one(batch: _Batch, node: bytes, depth: int, i: int) -> tuple[bytes, 
     a big tree: one change per subtree, so no bisection and no recursion)."""
     k, load, start = batch.keys[i], batch.load, node
     path: list[tuple[bytes, int]] = []  # (sibling, this key's bit), from `node` down
+    crossed: list[bytes] = []  # the inner nodes of the path: all replaced if its end changes
     old: tuple[bytes, bytes] | None = None
     while node != EMPTY:
         blob = load(node)
         if blob[0] == _LEAF_TAG:
             old = (node, blob)
             break
+        crossed.append(node)
         if (k >> (KEY_BITS - 1 - depth)) & 1:
             path.append((blob[1:33], 1))
             node = blob[33:65]
@@ -282,6 +309,9 @@ def _update_one(batch: _Batch, node: bytes, depth: int, i: int) -> tuple[bytes, 
     h, leaf = _build(batch, depth, i, i + 1, old)
     if h == node:
         return start, None if start == EMPTY else start == node  # unchanged all the way up
+    batch.gone.extend(crossed)
+    if old is not None:
+        batch.gone.append(node)
     put = _put_internal
     for sibling, bit in reversed(path):
         if sibling == EMPTY:
@@ -317,7 +347,9 @@ def _build(
     present = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
     if old is not None and present == [(old_key, old_value)]:
         return old_hash, True  # unchanged: written once already
-    sub = _Batch([k for k, _ in present], [v for _, v in present], batch.new, batch.load)
+    sub = _Batch(
+        [k for k, _ in present], [v for _, v in present], batch.new, batch.gone, batch.load
+    )
     return _fresh(sub, depth, 0, len(present))
 
 

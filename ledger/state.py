@@ -76,7 +76,16 @@ class State:
     A call to an engine the state was not given fails with `unknown_engine`.
     """
 
-    __slots__ = ("_accounts_root", "_changed", "_contracts", "_engines", "_nodes", "_root")
+    __slots__ = (
+        "_accounts_root",
+        "_changed",
+        "_contracts",
+        "_delta",
+        "_engines",
+        "_nodes",
+        "_parent",
+        "_root",
+    )
 
     def __init__(
         self,
@@ -105,6 +114,10 @@ class State:
             engines if isinstance(engines, MappingProxyType) else MappingProxyType(dict(engines))
         )
         self._changed: dict[bytes, Account] = {}  # a read cache: what the transition wrote
+        # Set by `evolve`: the root this State came from, and the tree nodes that made it
+        # and that it retired (so a store need not compare the two trees to find them).
+        self._parent: bytes | None = None
+        self._delta = smt.Delta()
 
     def _seal(self, contracts_root: bytes) -> bytes:
         """The state root over both trees, stored so that `State.at` can find them again."""
@@ -131,16 +144,22 @@ class State:
         """This State with `accounts` and `contracts` replaced (or added): only their paths
         in the trees are rewritten."""
         state = State.__new__(State)
+        delta = smt.Delta()
         state._init(
             self._nodes,
-            smt.update(self._nodes, self._accounts_root, _account_leaves(accounts)),
+            smt.update(self._nodes, self._accounts_root, _account_leaves(accounts), delta),
             {**self._contracts, **contracts},
             self._engines,
         )
         state._changed = dict(accounts)
         blob = self._nodes.get(self._root)
         assert blob is not None
-        state._root = state._seal(smt.update(self._nodes, blob[33:], _contract_leaves(contracts)))
+        contracts_root = smt.update(self._nodes, blob[33:], _contract_leaves(contracts), delta)
+        state._root = state._seal(contracts_root)
+        if state._root != self._root:
+            delta.made.add(state._root)
+            delta.retired.add(self._root)
+        state._parent, state._delta = self._root, delta
         return state
 
     @classmethod
@@ -157,6 +176,13 @@ class State:
     @property
     def nodes(self) -> NodeStore:
         return self._nodes
+
+    def delta_from(self, parent: State) -> smt.Delta | None:
+        """The tree nodes this State made and retired against `parent`, when it is
+        `parent.evolve(...)` in the same node store (else None: compare the trees)."""
+        if self._parent == parent._root and self._nodes is parent._nodes:
+            return self._delta
+        return None
 
     @property
     def accounts(self) -> Mapping[bytes, Account]:

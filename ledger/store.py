@@ -269,7 +269,9 @@ class Store:
         state = self._adopt(state)
         with self._transaction():
             self._insert_block(block, receipts)
-            self._retire(block.height, [self.state.root()], state.root())
+            self._retire(
+                block.height, [self.state.root()], state.root(), state.delta_from(self.state)
+            )
             self.nodes.flush()
             self._db.executemany(
                 "INSERT INTO evidence VALUES (?, ?, ?)",
@@ -340,17 +342,22 @@ class Store:
             raise MissingNode(f"the state at height {height} is not kept")
         return State.at(self.nodes, self.header(height).state_root, self.engines)
 
-    def _retire(self, height: int, old_roots: list[bytes], new_root: bytes) -> None:
+    def _retire(
+        self, height: int, old_roots: list[bytes], new_root: bytes, delta: smt.Delta | None = None
+    ) -> None:
         """Record the tree nodes that the state at `height` no longer has (one row a block:
         they are deleted once `height` is `keep_states` behind the head), forget such a
-        record for a node the new state has again, and delete the nodes whose time has come."""
-        gone: set[bytes] = set()
-        made: set[bytes] = set()
-        for old in old_roots:
-            g, m = _tree_diff(self.nodes, old, new_root)
-            gone |= g
-            made |= m
-        gone -= made
+        record for a node the new state has again, and delete the nodes whose time has come.
+        `delta`, when the transition recorded it, saves walking the old and new trees."""
+        if delta is not None:
+            gone, made = delta.retired - delta.made, delta.made
+        else:
+            gone, made = set(), set()
+            for old in old_roots:
+                g, m = _tree_diff(self.nodes, old, new_root)
+                gone |= g
+                made |= m
+            gone -= made
         if gone:
             row = (height, b"".join(sorted(gone)))
             self._db.execute("INSERT OR REPLACE INTO smt_retired VALUES (?, ?)", row)

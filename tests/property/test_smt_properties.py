@@ -122,3 +122,21 @@ def test_a_tampered_proof_fails(model: Model, data: st.DataObject) -> None:
     bad = data.draw(tamperings(proof))
     if bad != proof:
         assert not smt.verify_proof(root, k, model.get(k), bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(POOL), st.binary(max_size=6), max_size=20), steps)
+def test_update_reports_exactly_the_nodes_it_retired(start: Model, history: list) -> None:
+    """`retired` is the old tree's nodes that the new tree lacks: no more (a node still in use
+    would be deleted) and no less (a node no longer in use would stay forever)."""
+    store = smt.MemoryNodeStore()
+    root = smt.update(store, smt.EMPTY, start)
+    for kind, arg in history:
+        if kind != "apply":
+            continue
+        delta = smt.Delta()
+        new_root = smt.update(store, root, arg, delta)
+        old_nodes, new_nodes = smt.reachable(store, [root]), smt.reachable(store, [new_root])
+        assert delta.retired == old_nodes - new_nodes
+        assert delta.made >= new_nodes - old_nodes
+        root = new_root
