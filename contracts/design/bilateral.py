@@ -48,8 +48,8 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
-from scipy.optimize import linprog
 
+from contracts.design.lp import linprog
 from contracts.kernel.lottery import MAX_DENOMINATOR, stored
 from contracts.mechanisms.bilateral import (
     MAX_TYPES,

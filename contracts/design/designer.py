@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy.optimize import linprog
 
 from contracts.design.game import Constraint, Game, Var, constraints, subgame_perfect, variables
+from contracts.design.lp import linprog
 
 MAX_REPAIRS = 8
 

@@ -42,7 +42,8 @@ from fractions import Fraction
 from fractions import Fraction as F
 
 import numpy as np
-from scipy.optimize import linprog
+
+from contracts.design.lp import linprog
 
 History = tuple[int, ...]  # indices into incomes: the reports so far, the current one last
 Column = tuple[int, History, int, int]  # (period, history, audit outcome 0/1 or true, transfer)
