@@ -184,6 +184,11 @@ class State:
             return self._delta
         return None
 
+    def release_delta(self) -> None:
+        """Forget the delta once a store has used it (it holds a block's worth of node
+        hashes); `delta_from` then answers None.  The State's contents do not change."""
+        self._parent, self._delta = None, smt.Delta()
+
     @property
     def accounts(self) -> Mapping[bytes, Account]:
         """Every account, read from the tree: iterating it walks all of them (audits, tests)."""

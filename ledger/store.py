@@ -282,6 +282,7 @@ class Store:
                 ],
             )
         self.state, self.last_header = state, block.header
+        state.release_delta()  # used: a kept State need not hold its block's node hashes
         self.tx_count += len(block.txs)
 
     def switch(

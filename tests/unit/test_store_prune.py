@@ -104,3 +104,20 @@ def test_a_reorganisation_keeps_the_fork_and_the_new_branch_and_drops_the_rest()
     alone = old_head - smt.reachable(store.nodes, kept_roots(store))
     assert alone and not alone & stored(store)
     store.close()
+
+
+def test_append_takes_the_transitions_delta_once_and_then_drops_it() -> None:
+    """A State evolved from the head carries what it made and retired; the append uses it
+    (the stored nodes stay exactly the kept ones) and releases it, so a kept State does not
+    hold its block's node hashes; a State whose delta is gone is compared tree to tree."""
+    store = Store(":memory:", GENESIS, engines=chain_engines(), keep_states=1)
+    advance(store, {ADDRESSES[0]: 1, ADDRESSES[1]: 1})
+    parent = store.state
+    state = parent.evolve({ADDRESSES[0]: Account(ADDRESSES[0], 2, 0)}, {})
+    delta = state.delta_from(parent)
+    assert delta is not None and parent.root() in delta.retired and state.root() in delta.made
+    assert store.state.delta_from(state) is None  # not its parent
+    append(store, state)
+    assert state.delta_from(parent) is None
+    assert stored(store) == smt.reachable(store.nodes, kept_roots(store))
+    store.close()
