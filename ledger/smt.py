@@ -174,16 +174,22 @@ class _Batch:
     new: dict[bytes, bytes]
     gone: list[bytes]
     load: Callable[[bytes], bytes]
+    new_leaves: list[bytes]  # the leaves among `new`, and among `gone`
+    gone_leaves: list[bytes]
 
 
 @dataclass(frozen=True)
 class Delta:
     """What updates did to the store: the nodes they made, and the old nodes they retired
     (under the old root, not under the new one: exactly, since a node's content fixes its
-    place in the tree and only a leaf can move).  One Delta may gather several updates."""
+    place in the tree and only a leaf can move).  One Delta may gather several updates.
+    `made_leaves` and `retired_leaves` are the leaves among them: a node can only come back
+    (be made again after it was retired) if a leaf below it does."""
 
     made: set[bytes] = field(default_factory=set)
     retired: set[bytes] = field(default_factory=set)
+    made_leaves: set[bytes] = field(default_factory=set)
+    retired_leaves: set[bytes] = field(default_factory=set)
 
 
 def update(
@@ -203,13 +209,16 @@ def update(
         load = _loader(_prefetch(store, keys, root), store)
     else:
         load = _loader({}, store)
-    batch = _Batch(keys, [v for _, v in ordered], {}, [], load)
+    batch = _Batch(keys, [v for _, v in ordered], {}, [], load, [], [])
     new_root, _ = _update(batch, root, 0, 0, len(ordered))
     if batch.new:
         store.put_many(batch.new)
     if delta is not None:
-        delta.made.update(batch.new)
-        delta.retired.update(h for h in batch.gone if h not in batch.new)
+        new = batch.new
+        delta.made.update(new)
+        delta.retired.update(h for h in batch.gone if h not in new)
+        delta.made_leaves.update(batch.new_leaves)
+        delta.retired_leaves.update(h for h in batch.gone_leaves if h not in new)
     return new_root
 
 
@@ -270,6 +279,7 @@ def _update(batch: _Batch, node: bytes, depth: int, lo: int, hi: int) -> tuple[b
         built = _build(batch, depth, lo, hi, (node, blob))
         if built[0] != node:
             batch.gone.append(node)
+            batch.gone_leaves.append(node)
         return built
     mid = _split(batch.keys, depth, lo, hi)
     old_left, old_right = blob[1:33], blob[33:65]
@@ -312,6 +322,7 @@ def _update_one(batch: _Batch, node: bytes, depth: int, i: int) -> tuple[bytes, 
     batch.gone.extend(crossed)
     if old is not None:
         batch.gone.append(node)
+        batch.gone_leaves.append(node)
     put = _put_internal
     for sibling, bit in reversed(path):
         if sibling == EMPTY:
@@ -348,7 +359,13 @@ def _build(
     if old is not None and present == [(old_key, old_value)]:
         return old_hash, True  # unchanged: written once already
     sub = _Batch(
-        [k for k, _ in present], [v for _, v in present], batch.new, batch.gone, batch.load
+        [k for k, _ in present],
+        [v for _, v in present],
+        batch.new,
+        batch.gone,
+        batch.load,
+        batch.new_leaves,
+        batch.gone_leaves,
     )
     return _fresh(sub, depth, 0, len(present))
 
@@ -381,6 +398,7 @@ def _join(
 def _put_leaf(batch: _Batch, key: bytes, value: bytes) -> bytes:
     h = sha256(_LEAF + key + sha256(value).digest()).digest()  # leaf_hash, inlined: hot
     batch.new[h] = _LEAF + key + value
+    batch.new_leaves.append(h)
     return h
 
 

@@ -2,8 +2,12 @@
 
 WAL mode with synchronous=FULL: once `append` returns, the block survives a
 crash or power loss, so the node may acknowledge it.  The state is a sparse Merkle tree
-whose nodes are in the same file (ledger/smtstore.py), written in the block's transaction;
-on reopen it is opened at the last block's state root, and read as it is used.
+whose nodes are in the same file (ledger/smtstore.py).  The state is derived data, a pure
+function of the blocks, so it is written less eagerly than they are: each block's
+transaction writes one of `parts` slices of the buffered nodes (by hash), so the state of
+`parts - 1` blocks ago is always whole on disk (`meta.state_height`).  On reopen the store
+opens that state at its root (read as it is used) and executes the blocks after it again,
+so a crash loses no acknowledged state: it costs at most `parts - 1` blocks of execution.
 
 Opened with `verify`, the store is checked before anything is read from it: SQLite's own
 check of the file (`PRAGMA quick_check`, or the full `integrity_check`), then the stored
@@ -24,8 +28,8 @@ from ledger.contract import Engines
 from ledger.encoding import DecodeError, Tag
 from ledger.errors import InvalidBlock
 from ledger.smt import EMPTY, MissingNode, NodeStore
-from ledger.smtstore import CorruptNode, SqliteNodeStore
-from ledger.state import Receipt, State, genesis_header, receipts_root
+from ledger.smtstore import CorruptNode, SqliteNodeStore, part_of
+from ledger.state import Receipt, State, apply_block, genesis_header, receipts_root
 from ledger.tx import EVIDENCE, Tx
 
 IDS_PER_QUERY = 500  # bound parameters in one query, far below SQLite's limit (32766)
@@ -33,6 +37,16 @@ IDS_PER_QUERY = 500  # bound parameters in one query, far below SQLite's limit (
 # States kept readable behind the head by default (proofs at a height); a proof-of-work node
 # keeps what its reorganisations need (PowParams.kept_blocks)
 STATE_HISTORY = 64
+
+# Slices of the tree's nodes written a block (ledger/smtstore.py): at 1M accounts a block
+# writes ~12k nodes to as many random pages; one slice in 32 lets each page gather 32 blocks'
+# nodes before it is written.  The cost: the nodes of up to 32 blocks in memory (~100 MB at
+# 1M accounts), and up to 31 blocks to execute again after a crash.  Never more slices than
+# kept states (a node is deleted only once the state on disk no longer needs it).
+STATE_PARTS = 32
+# ...unless the buffer outgrows this many nodes (~115 MB; a bulk load, not a block's work:
+# 32 blocks of 1,000 changes at 1M accounts buffer ~380k): then a block writes all of it.
+STATE_BUFFER_NODES = 1 << 19
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -43,7 +57,10 @@ CREATE TABLE IF NOT EXISTS txs(
     height INTEGER NOT NULL, idx INTEGER NOT NULL, tx_id BLOB NOT NULL,
     raw BLOB NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (height, idx));
 CREATE INDEX IF NOT EXISTS txs_by_id ON txs(tx_id);
-CREATE TABLE IF NOT EXISTS smt_retired(height INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS smt_stale(
+    part INTEGER NOT NULL, height INTEGER NOT NULL, hashes BLOB NOT NULL,
+    PRIMARY KEY (part, height));
+CREATE TABLE IF NOT EXISTS smt_stale_leaves(height INTEGER PRIMARY KEY, leaves BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS evidence(
     height INTEGER NOT NULL, idx INTEGER NOT NULL, member TEXT NOT NULL,
     PRIMARY KEY (height, idx));
@@ -117,8 +134,13 @@ class Store:
         self.engines = engines
         if keep_states < 1:
             raise ValueError("keep_states must be >= 1")
-        self.keep_states = keep_states
+        self.keep_states = keep_states  # may grow later, never below `parts`
+        self.parts = min(STATE_PARTS, keep_states)
         self._depth = 0  # nesting of open transactions (see _Transaction)
+        self._appended = False  # this process added blocks (close writes their state)
+        self._state_height = 0  # the state of this block is whole on disk (committed)
+        self._whole: int | None = None  # what it becomes when the open transaction commits
+        self._stale_leaves: dict[int, set[bytes]] = {}  # smt_stale_leaves, by height
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._open(genesis, synchronous, verify)
@@ -133,7 +155,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(SCHEMA)
-            self.nodes = SqliteNodeStore(self._db)
+            self.nodes = SqliteNodeStore(self._db, parts=self.parts)
             stored = self._db.execute("SELECT value FROM meta WHERE key='genesis'").fetchone()
             if stored is None:
                 self._init(genesis)
@@ -141,6 +163,8 @@ class Store:
                 raise StoreError(
                     f"{self.path} holds a different chain than genesis {genesis.chain_id!r}"
                 )
+            self._reslice_stale()
+            self._stale_leaves = self._load_stale_leaves()
             self.state, self.last_header = self._load()
             self.tx_count: int = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
             if verify is not None:
@@ -227,19 +251,47 @@ class Store:
         State.from_genesis(genesis, self.engines, self.nodes)  # its trees, into self.nodes
         with self._transaction():
             self._db.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.encode(),))
+            self._db.execute("INSERT INTO meta VALUES ('state_parts', ?)", (self.parts,))
             self._insert_block(Block(genesis_header(genesis), (), b""), ())
-            self.nodes.flush()
+            self._write_state(0)
+
+    def _meta_int(self, key: str, default: int) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else int(row[0])
 
     def _load(self) -> tuple[State, BlockHeader]:
-        """The last block's header and its state, opened at its root: no account is read
-        until it is asked for."""
+        """The last block's header and its state: the state whole on disk, opened at its root
+        (no account is read until it is asked for), and the blocks after it executed again
+        (after a crash: at most `parts - 1` of them), then written whole."""
         row = self._db.execute("SELECT header FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
         header = BlockHeader.decode(bytes(row[0]))
+        whole = self._meta_int("state_height", header.height)  # older stores: every block
+        if not 0 <= whole <= header.height:
+            raise StateMismatch(self.path, f"the state is said to be whole at block {whole}")
+        row = self._db.execute("SELECT header FROM blocks WHERE height=?", (whole,)).fetchone()
         try:
-            return State.at(self.nodes, header.state_root, self.engines), header
+            state = State.at(self.nodes, BlockHeader.decode(bytes(row[0])).state_root, self.engines)
         except (MissingNode, CorruptNode) as e:
-            problem = f"the stored state tree lacks block {header.height}'s state root ({e})"
+            problem = f"the stored state tree lacks block {whole}'s state root ({e})"
             raise StateMismatch(self.path, problem) from None
+        self._state_height = whole
+        if whole < header.height:
+            state = self._replay(state, whole + 1)
+            with self._transaction():
+                self._write_state(header.height)
+        return state, header
+
+    def _replay(self, state: State, start: int) -> State:
+        """`state` with the stored blocks from `start` on executed again (each checked
+        against its roots): a StateMismatch if one does not give its header's state."""
+        for block in self.iter_blocks(start):
+            try:
+                state, _ = apply_block(state, block)
+            except (InvalidBlock, MissingNode, CorruptNode) as e:
+                problem = f"block {block.height} does not execute to its state root again ({e})"
+                raise StateMismatch(self.path, problem) from None
+            state.release_delta()
+        return state
 
     @property
     def height(self) -> int:
@@ -272,7 +324,8 @@ class Store:
             self._retire(
                 block.height, [self.state.root()], state.root(), state.delta_from(self.state)
             )
-            self.nodes.flush()
+            full = self.nodes.pending > STATE_BUFFER_NODES
+            self._write_state(block.height, None if full else block.height % self.parts)
             self._db.executemany(
                 "INSERT INTO evidence VALUES (?, ?, ?)",
                 [
@@ -284,6 +337,7 @@ class Store:
         self.state, self.last_header = state, block.header
         state.release_delta()  # used: a kept State need not hold its block's node hashes
         self.tx_count += len(block.txs)
+        self._appended = True
 
     def switch(
         self,
@@ -308,8 +362,9 @@ class Store:
             raise InvalidBlock("the state after a reorganisation does not match its last block")
         state = self._adopt(state)
         with self._transaction():
-            for table in ("blocks", "txs", "evidence", "smt_retired"):
+            for table in ("blocks", "txs", "evidence", "smt_stale", "smt_stale_leaves"):
                 self._db.execute(f"DELETE FROM {table} WHERE height > ?", (fork_height,))
+            self._stale_leaves = self._load_stale_leaves()
             for block, receipts in blocks:
                 self._insert_block(block, receipts)
             # What the fork's state and the abandoned head had that the new head has not.
@@ -317,8 +372,9 @@ class Store:
             # tracked, and stay: a reorganisation is rare and short.)
             was = [self.header(fork_height).state_root, self.state.root()]
             self._retire(parent.height, was, state.root())
-            self.nodes.flush()
+            self._write_state(parent.height)
         self.state, self.last_header = state, parent
+        self._appended = True
         self.tx_count = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
 
     def _insert_block(self, block: Block, receipts: tuple[Receipt, ...]) -> None:
@@ -346,12 +402,13 @@ class Store:
     def _retire(
         self, height: int, old_roots: list[bytes], new_root: bytes, delta: smt.Delta | None = None
     ) -> None:
-        """Record the tree nodes that the state at `height` no longer has (one row a block:
-        they are deleted once `height` is `keep_states` behind the head), forget such a
-        record for a node the new state has again, and delete the nodes whose time has come.
+        """Record the tree nodes that the state at `height` no longer has (a row per slice of
+        the hash space: they are deleted once `height` is `keep_states` behind the head, by
+        `_write_state`), after taking back such a record for a node the new state has again.
         `delta`, when the transition recorded it, saves walking the old and new trees."""
         if delta is not None:
             gone, made = delta.retired - delta.made, delta.made
+            gone_leaves, made_leaves = delta.retired_leaves - made, delta.made_leaves
         else:
             gone, made = set(), set()
             for old in old_roots:
@@ -359,43 +416,114 @@ class Store:
                 gone |= g
                 made |= m
             gone -= made
-        if gone:
-            row = (height, b"".join(sorted(gone)))
-            self._db.execute("INSERT OR REPLACE INTO smt_retired VALUES (?, ?)", row)
-        self._revive(made)
-        horizon = height - self.keep_states
-        due = "SELECT height, hashes FROM smt_retired WHERE height <= ?"
-        for _, hashes in self._db.execute(due, (horizon,)).fetchall():
-            doomed = [(hashes[i : i + 32],) for i in range(0, len(hashes), 32)]
-            self._db.executemany("DELETE FROM smt_nodes WHERE hash = ?", doomed)
-        self._db.execute("DELETE FROM smt_retired WHERE height <= ?", (horizon,))
+            gone_leaves, made_leaves = self._leaves(gone), self._leaves(made)
+        self._revive(made, made_leaves)
+        self._record_stale(height, gone, gone_leaves)
 
-    def _revive(self, made: set[bytes]) -> None:
+    def _leaves(self, hashes: Iterable[bytes]) -> set[bytes]:
+        return {h for h in hashes if (self.nodes.get(h) or b"\0")[0] == Tag.SMT_LEAF}
+
+    def _record_stale(self, height: int, gone: set[bytes], leaves: set[bytes]) -> None:
+        """A row per slice of the nodes retired at `height`, and one of the leaves among them,
+        which stays until every slice's row is deleted (see `_revive`)."""
+        rows: dict[int, list[bytes]] = {}
+        for h in sorted(gone):
+            rows.setdefault(part_of(h, self.parts), []).append(h)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO smt_stale VALUES (?, ?, ?)",
+            [(p, height, b"".join(hs)) for p, hs in rows.items()],
+        )
+        if leaves:
+            known = self._stale_leaves.setdefault(height, set())
+            known |= leaves
+            row = (height, b"".join(sorted(known)))
+            self._db.execute("INSERT OR REPLACE INTO smt_stale_leaves VALUES (?, ?)", row)
+
+    def _revive(self, made: set[bytes], made_leaves: set[bytes]) -> None:
         """A node is named by its content, so a node a block made may be one an older block
-        retired (a record back to an earlier value): its retirement no longer holds.  Such a
-        node is still in the table (the block's own nodes are not flushed yet), and this is
-        checked for leaves first: an inner node can only come back if a leaf below it did.
-        Rare, so the retired rows are then rewritten without them."""
-        leaves = [h for h in made if (self.nodes.get(h) or b"\0")[0] == Tag.SMT_LEAF]
-        if not self._stored(leaves):
+        retired (a record back to an earlier value): its retirement no longer holds.  Only a
+        leaf can come back on its own: the state never deletes a key, so an inner node comes
+        back only when a leaf below it takes back its old value, in the same block.  That
+        leaf's retirement is no older than the node's, and the leaves retired at each height
+        stay known until all of that height's rows are deleted (heights in order), so they
+        tell when; the rows are then rewritten without the nodes made again (a node already
+        deleted is simply written again, being made).  Rare."""
+        heights = [h for h, leaves in self._stale_leaves.items() if made_leaves & leaves]
+        if not heights:
             return
-        back = set(self._stored(sorted(made)))
-        rows = self._db.execute("SELECT height, hashes FROM smt_retired").fetchall()
-        for height, hashes in rows:
-            kept = [hashes[i : i + 32] for i in range(0, len(hashes), 32)]
-            if back.intersection(kept):
-                row = (b"".join(h for h in kept if h not in back), height)
-                self._db.execute("UPDATE smt_retired SET hashes = ? WHERE height = ?", row)
+        rows = self._db.execute("SELECT part, height, hashes FROM smt_stale").fetchall()
+        for part, height, hashes in rows:
+            named = _split(hashes)
+            if made.intersection(named):
+                kept = b"".join(h for h in named if h not in made)
+                update = "UPDATE smt_stale SET hashes = ? WHERE part = ? AND height = ?"
+                self._db.execute(update, (kept, part, height))
+        for height in heights:
+            leaves = self._stale_leaves[height] - made_leaves
+            self._stale_leaves[height] = leaves
+            row = (b"".join(sorted(leaves)), height)
+            self._db.execute("UPDATE smt_stale_leaves SET leaves = ? WHERE height = ?", row)
 
-    def _stored(self, hashes: Sequence[bytes]) -> list[bytes]:
-        """Those of `hashes` that are in the table (buffered nodes are not asked about)."""
-        found: list[bytes] = []
-        for i in range(0, len(hashes), IDS_PER_QUERY):
-            chunk = list(hashes[i : i + IDS_PER_QUERY])
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT hash FROM smt_nodes WHERE hash IN ({marks})"
-            found += [bytes(r[0]) for r in self._db.execute(sql, chunk)]
-        return found
+    def _write_state(self, height: int, part: int | None = None) -> None:
+        """In the open transaction: delete the nodes of slice `part` (of every slice for
+        None) retired `keep_states` blocks before `height`, write that slice of the buffered
+        nodes, and record which block's state is then whole on disk: `height` once every
+        slice is written, else the block `parts - 1` before (each of the last `parts`
+        blocks wrote its own slice, `height % parts`, of everything buffered until then).
+        A retired node is deleted only once the whole state is past it: `parts <= keep_states`."""
+        horizon = height - self.keep_states
+        for p in range(self.parts) if part is None else (part,):
+            due = "SELECT hashes FROM smt_stale WHERE part = ? AND height <= ?"
+            for (hashes,) in self._db.execute(due, (p, horizon)).fetchall():
+                self.nodes.delete_many(_split(hashes))
+            self._db.execute("DELETE FROM smt_stale WHERE part = ? AND height <= ?", (p, horizon))
+        if any(h <= horizon for h in self._stale_leaves):
+            left = {h for (h,) in self._db.execute("SELECT DISTINCT height FROM smt_stale")}
+            for h in [h for h in self._stale_leaves if h <= horizon and h not in left]:
+                self._db.execute("DELETE FROM smt_stale_leaves WHERE height = ?", (h,))
+                del self._stale_leaves[h]
+        self.nodes.write(part)
+        whole = height if part is None else max(self._state_height, height - self.parts + 1)
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('state_height', ?)", (whole,))
+        self._whole = whole
+
+    def _finished(self, committed: bool) -> None:
+        """The outermost transaction ended: what it wrote of the state is durable, or (rolled
+        back) still buffered, and the stale leaves are the table's again."""
+        if committed:
+            self.nodes.written()
+            if self._whole is not None:
+                self._state_height = self._whole
+        else:
+            self.nodes.unwritten()
+            self._stale_leaves = self._load_stale_leaves()
+        self._whole = None
+
+    def _load_stale_leaves(self) -> dict[int, set[bytes]]:
+        rows = self._db.execute("SELECT height, leaves FROM smt_stale_leaves").fetchall()
+        return {height: set(_split(leaves)) for height, leaves in rows}
+
+    def _reslice_stale(self) -> None:
+        """Rewrite the stale rows of an older layout into this store's slices: one row a
+        block (`smt_retired`, whose leaves are found by reading its nodes), or another
+        number of slices (a store reopened with another `keep_states`)."""
+        old = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'smt_retired'").fetchone()
+        if old is None and self._meta_int("state_parts", self.parts) == self.parts:
+            return
+        by_height: dict[int, set[bytes]] = {}
+        for height, hashes in self._db.execute("SELECT height, hashes FROM smt_stale").fetchall():
+            by_height.setdefault(height, set()).update(_split(hashes))
+        retired = "SELECT height, hashes FROM smt_retired" if old else "SELECT 0, x'' LIMIT 0"
+        leaves = {}
+        for height, hashes in self._db.execute(retired).fetchall():
+            by_height.setdefault(height, set()).update(_split(hashes))
+            leaves[height] = self._leaves(_split(hashes))
+        with self._transaction():
+            self._db.execute("DELETE FROM smt_stale")
+            self._db.execute("DROP TABLE IF EXISTS smt_retired")
+            for height, named in by_height.items():
+                self._record_stale(height, named, leaves.get(height, set()))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('state_parts', ?)", (self.parts,))
 
     def _adopt(self, state: State) -> State:
         """`state` with its tree in this store's nodes.  A state derived from `self.state`
@@ -537,7 +665,21 @@ class Store:
         return [bytes(r[0]) for r in rows]
 
     def close(self) -> None:
-        self._db.close()
+        """Close the file, first writing the whole state if this process added blocks (so a
+        clean restart executes none again; should that fail, the next open will)."""
+        try:
+            if self._appended and self._depth == 0 and self.nodes.pending:
+                with self._transaction():
+                    self._write_state(self.height)
+        except sqlite3.Error:
+            pass
+        finally:
+            self._db.close()
+
+
+def _split(hashes: bytes) -> list[bytes]:
+    """The 32-byte hashes of a stale row, in order."""
+    return [hashes[i : i + 32] for i in range(0, len(hashes), 32)]
 
 
 def _tree_diff(nodes: NodeStore, old: bytes, new: bytes) -> tuple[set[bytes], set[bytes]]:
@@ -581,6 +723,17 @@ class _Transaction:
         self._store._depth += 1
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._store._depth -= 1
-        if self._store._depth == 0:
-            self._store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        store = self._store
+        store._depth -= 1
+        if store._depth:
+            return
+        committed = exc_type is None
+        try:
+            store._db.execute("COMMIT" if committed else "ROLLBACK")
+        except BaseException:
+            committed = False
+            if store._db.in_transaction:
+                store._db.execute("ROLLBACK")
+            raise
+        finally:
+            store._finished(committed)

@@ -7,13 +7,17 @@ each).  The live part (node/bench/bigstate.py, unless --tree-only): a 4-node clu
 to each size, its saturation as a ratio of the smallest size's, every node's peak RSS, and
 the RSS of a node restarted on the full state.  The SQLite store is write-back, as in a node: the
 update only buffers its new nodes, and then `flush` and COMMIT make them durable, timed apart
-("commit ms"), in one BEGIN IMMEDIATE transaction with the chain store's pragmas.  Each
+("commit ms"), in one BEGIN IMMEDIATE transaction with the chain store's pragmas.  The
+"chain" store is a node's own `ledger.store.Store`: the update is `State.evolve`, the commit
+`Store.append` (the block, its stale-node rows and deletions, and one slice of the buffered
+nodes), timed after `STATE_PARTS` blocks so that its buffer is as full as a node's.  Each
 (size, store) runs in a fresh process, so its peak RSS is its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sqlite3
@@ -31,13 +35,16 @@ from typing import Any
 from rich.table import Table
 
 from ledger import smt
+from ledger.block import Block, Genesis
+from ledger.contract import NO_ENGINES
 from ledger.smtstore import CACHE_NODES, SqliteNodeStore
-from ledger.state import Account
+from ledger.state import Account, build_block
+from ledger.store import STATE_PARTS, Store
 from node.bench import bigstate, siglimit
 from node.bench.pbft import console, emit, machine, number_list, tps_cell
 from node.bench.siglimit import SignatureLimit
 
-STORES = ("sqlite", "memory")
+STORES = ("sqlite", "memory", "chain")
 # Accounts per build update: bounds the new nodes the build buffers (~6 a change at 1M: 25k
 # keeps the build's peak RSS, buffer and cache together, under the 400 MB a node may use)
 BUILD_CHUNK = 25_000
@@ -52,7 +59,11 @@ def add_state_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--changes", type=int, default=1000, help="accounts a block touches")
     p.add_argument("--reps", type=int, default=9, help="blocks timed per size")
-    p.add_argument("--stores", default="sqlite,memory", help="node stores: sqlite, memory")
+    p.add_argument(
+        "--stores",
+        default="sqlite,memory,chain",
+        help="node stores: sqlite, memory, chain (a node's whole Store.append)",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the accounts a block touches")
     p.add_argument("--tree-only", action="store_true", help="skip the live cluster part")
     p.add_argument(
@@ -163,6 +174,8 @@ def time_proofs(store: _Counted, root: bytes, case: Case) -> float:
 
 def run_case(case: Case) -> dict[str, Any]:
     """One size on one store, in this process (see `main`)."""
+    if case.store == "chain":
+        return run_chain_case(case)
     with tempfile.TemporaryDirectory(prefix="tally-state-") as tmp:
         db = None
         if case.store == "sqlite":
@@ -189,6 +202,63 @@ def run_case(case: Case) -> dict[str, Any]:
     result["rss_mb"] = rss_mb()  # after the blocks: what a running node holds
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
+
+
+def run_chain_case(case: Case) -> dict[str, Any]:
+    """The size on a node's Store: filled by appends of BUILD_CHUNK accounts, then
+    STATE_PARTS blocks untimed (the buffer fills as in a running node), then `reps` timed."""
+    with tempfile.TemporaryDirectory(prefix="tally-state-") as tmp:
+        store = Store(Path(tmp) / "chain.db", Genesis("bench-state", 0, (), {}), engines=NO_ENGINES)
+        start = time.perf_counter()
+        for lo in range(0, case.accounts, BUILD_CHUNK):
+            chunk = range(lo, min(case.accounts, lo + BUILD_CHUNK))
+            append_block(store, {address(i): account(i, 0) for i in chunk})
+        build_s = time.perf_counter() - start
+        rng = Random(case.seed)
+        updates, commits, written = [], [], []
+        for block in range(1, STATE_PARTS + case.reps + 1):
+            touched = rng.sample(range(case.accounts), min(case.changes, case.accounts))
+            update_s, commit_s, made = append_block(
+                store, {address(i): account(i, block) for i in touched}
+            )
+            if block > STATE_PARTS:
+                updates.append(update_s)
+                commits.append(commit_s)
+                written.append(made)
+        sample = rng.sample(range(case.accounts), min(200, case.accounts))
+        start = time.perf_counter()
+        for i in sample:
+            store.state.prove_account(address(i))
+        prove_us = round((time.perf_counter() - start) / len(sample) * 1e6, 1)
+        store.close()
+    return {
+        "accounts": case.accounts,
+        "store": case.store,
+        "build_s": round(build_s, 2),
+        "update_ms_median": ms(statistics.median(updates)),
+        "update_ms_p90": ms(percentile(updates, 0.9)),
+        "commit_ms_median": ms(statistics.median(commits)),
+        "commit_ms_max": ms(max(commits)),
+        "nodes_written": round(statistics.median(written)),
+        "prove_us": prove_us,
+        "rss_mb": rss_mb(),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def append_block(store: Store, accounts: dict[bytes, Account]) -> tuple[float, float, int]:
+    """A block that sets `accounts` (no txs: the state's own cost), appended: the seconds of
+    the transition and of the append, and the nodes the transition made."""
+    start = time.perf_counter()
+    state = store.state.evolve(accounts, {})
+    evolved = time.perf_counter()
+    delta = state.delta_from(store.state)
+    made = len(delta.made) if delta is not None else 0
+    parent = store.last_header
+    empty, _, receipts = build_block(store.state, parent, (), "", parent.timestamp_ms)
+    header = dataclasses.replace(empty.header, state_root=state.root())
+    store.append(Block(header, (), b""), receipts, state)
+    return evolved - start, time.perf_counter() - evolved, made
 
 
 def rss_mb() -> int:
@@ -284,6 +354,7 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> Table:
         ("update ms p50", "update_ms_median"),
         ("p90", "update_ms_p90"),
         ("flush+commit ms", "commit_ms_median"),
+        ("max", "commit_ms_max"),
         ("nodes/update", "nodes_written"),
         ("prove µs", "prove_us"),
         ("RSS MB", "rss_mb"),
@@ -292,7 +363,7 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> Table:
     for title, _ in columns:
         t.add_column(title, justify="right")
     for r in rows:
-        t.add_row(*(cell(r[k]) for _, k in columns))
+        t.add_row(*(cell(r.get(k)) for _, k in columns))
     return t
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import smt
-from ledger.encoding import hash_bytes
+from ledger.encoding import Tag, hash_bytes
 from ledger.smtstore import SqliteNodeStore
 
 
@@ -124,11 +124,17 @@ def test_a_tampered_proof_fails(model: Model, data: st.DataObject) -> None:
         assert not smt.verify_proof(root, k, model.get(k), bad)
 
 
+def is_leaf(store: smt.MemoryNodeStore, node: bytes) -> bool:
+    return store.nodes[node][0] == Tag.SMT_LEAF
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(POOL), st.binary(max_size=6), max_size=20), steps)
 def test_update_reports_exactly_the_nodes_it_retired(start: Model, history: list) -> None:
     """`retired` is the old tree's nodes that the new tree lacks: no more (a node still in use
-    would be deleted) and no less (a node no longer in use would stay forever)."""
+    would be deleted) and no less (a node no longer in use would stay forever); the leaves
+    among the nodes made and retired are named as such (a store tracks a node that comes
+    back by its leaves)."""
     store = smt.MemoryNodeStore()
     root = smt.update(store, smt.EMPTY, start)
     for kind, arg in history:
@@ -139,4 +145,6 @@ def test_update_reports_exactly_the_nodes_it_retired(start: Model, history: list
         old_nodes, new_nodes = smt.reachable(store, [root]), smt.reachable(store, [new_root])
         assert delta.retired == old_nodes - new_nodes
         assert delta.made >= new_nodes - old_nodes
+        assert delta.retired_leaves == {h for h in delta.retired if is_leaf(store, h)}
+        assert delta.made_leaves == {h for h in delta.made if is_leaf(store, h)}
         root = new_root

@@ -269,3 +269,13 @@ def test_the_state_bench_runs_a_case() -> None:
     assert row["nodes"] >= 2 * 300 - 1  # the build: 300 leaves and the internal nodes above them
     assert 40 < row["nodes_written"] < row["nodes"]
     assert row["peak_rss_mb"] > 0
+
+
+def test_the_state_bench_times_a_nodes_own_store_after_its_buffer_fills() -> None:
+    """The "chain" case goes through Store.append: a block's nodes made, its append timed
+    once STATE_PARTS blocks have filled the buffer, and a proof from the store's state."""
+    row = run_case(Case(accounts=300, store="chain", changes=40, reps=2, seed=1))
+    assert row["accounts"] == 300 and row["store"] == "chain"
+    assert 40 < row["nodes_written"] < 2 * 300  # a block makes its paths, not the tree
+    assert row["commit_ms_median"] > 0 and row["commit_ms_max"] >= row["commit_ms_median"]
+    assert row["prove_us"] > 0 and row["peak_rss_mb"] > 0

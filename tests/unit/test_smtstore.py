@@ -9,7 +9,7 @@ import pytest
 
 from ledger import smt
 from ledger.encoding import Tag, hash_bytes
-from ledger.smtstore import SqliteNodeStore
+from ledger.smtstore import SqliteNodeStore, part_of
 
 
 def key(i: int) -> bytes:
@@ -93,7 +93,7 @@ def test_buffered_nodes_are_outside_the_lru_bound() -> None:
     db.execute("BEGIN")
     assert store.flush() == 10
     db.execute("COMMIT")
-    assert store.cached == 3
+    assert store.pending == 0 and store.cached == 0  # written nodes are not cached
     for h, blob in nodes.items():
         assert store.get(h) == blob  # from SQLite or the cache
         assert store.cached <= 3
@@ -105,11 +105,10 @@ def test_the_cache_evicts_the_least_recently_used() -> None:
     db = autocommit()
     store = SqliteNodeStore(db, cache_nodes=2)
     (a, blob_a), (b, blob_b), (c, blob_c) = node(1), node(2), node(3)
-    store.put_many({a: blob_a, b: blob_b})
+    store.put_many({a: blob_a, b: blob_b, c: blob_c})
     store.flush()
-    assert store.get(a) == blob_a  # a is now the most recent
-    store.put_many({c: blob_c})
-    store.flush()
+    assert store.get(b) == blob_b and store.get(a) == blob_a  # a is now the most recent
+    assert store.get(c) == blob_c
     assert list(store._cache) == [a, c]
     assert store.get(b) == blob_b  # from SQLite
     assert list(store._cache) == [c, b]
@@ -138,3 +137,64 @@ def test_prune_reaches_buffered_nodes_too() -> None:
 def test_a_negative_cache_is_refused() -> None:
     with pytest.raises(ValueError, match="cache_nodes"):
         SqliteNodeStore(autocommit(), cache_nodes=-1)
+
+
+def test_write_takes_one_slice_and_a_rollback_keeps_it_buffered() -> None:
+    """`write(part)` writes exactly that slice of the hash space; its nodes leave the buffer
+    only once the caller says the transaction committed (`written`), not on a rollback."""
+    db = autocommit()
+    store = SqliteNodeStore(db, parts=4)
+    nodes = dict(node(i) for i in range(40))
+    store.put_many(nodes)
+    by_part = {p: {h for h in nodes if part_of(h, 4) == p} for p in range(4)}
+    assert all(by_part.values())  # 40 random hashes fill every slice
+    db.execute("BEGIN")
+    assert store.write(2) == len(by_part[2])
+    db.execute("ROLLBACK")
+    store.unwritten()
+    assert rows(db) == set() and store.pending == 40
+    db.execute("BEGIN")
+    store.write(2)
+    db.execute("COMMIT")
+    store.written()
+    assert {h for h, _ in rows(db)} == by_part[2] and store.pending == 40 - len(by_part[2])
+    assert all(store.get(h) == blob for h, blob in nodes.items())  # buffered or stored
+
+
+def test_nodes_buffered_between_two_writes_of_one_transaction_stay_buffered() -> None:
+    """Two blocks in one transaction: the second's nodes join slices after the first wrote
+    its slice, so they are not counted written with it."""
+    db = autocommit()
+    store = SqliteNodeStore(db, parts=2)
+    first = dict(node(i) for i in range(20))
+    second = dict(node(i) for i in range(20, 40))
+    store.put_many(first)
+    db.execute("BEGIN")
+    store.write(0)
+    store.put_many(second)
+    store.write(1)
+    db.execute("COMMIT")
+    store.written()
+    on_disk = {h for h, _ in rows(db)}
+    unwritten = {h for h in second if part_of(h, 2) == 0}
+    assert unwritten and not unwritten & on_disk
+    assert store.pending == len(unwritten)
+    db.execute("BEGIN")
+    store.write()
+    db.execute("COMMIT")
+    store.written()
+    assert {h for h, _ in rows(db)} == set(first) | set(second) and store.pending == 0
+
+
+def test_the_slices_of_the_hash_space_are_equal_ranges() -> None:
+    assert [part_of(bytes([b, 0]) + bytes(30), 4) for b in (0, 63, 64, 191, 192, 255)] == [
+        0,
+        0,
+        1,
+        2,
+        3,
+        3,
+    ]
+    assert part_of(b"\xff" * 32, 1 << 16) == (1 << 16) - 1 and part_of(b"\xff" * 32, 1) == 0
+    with pytest.raises(ValueError, match="parts"):
+        SqliteNodeStore(autocommit(), parts=0)

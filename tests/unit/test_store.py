@@ -82,12 +82,15 @@ def fill(store: Store) -> list[Appended]:
     ]
 
 
-def check_contents(store: Store, genesis: Genesis, chain: list[Appended]) -> None:
+def check_contents(
+    store: Store, genesis: Genesis, chain: list[Appended], want: dict[bytes, tuple[int, int]]
+) -> None:
+    """`want`: the balances after the chain, read while its states' store was open."""
     last = chain[-1]
     assert store.height == len(chain)
     assert store.last_header == last.block.header
     assert store.state.root() == last.state.root() == store.last_header.state_root
-    assert balances(store.state) == balances(last.state)
+    assert balances(store.state) == want
     assert store.tx_count == sum(len(a.block.txs) for a in chain)
 
     genesis_block = store.get_block(0)
@@ -117,12 +120,13 @@ def test_append_close_reopen(tmp_path: Path) -> None:
     assert store.height == 0 and store.tx_count == 0
     assert store.last_header == genesis_header(genesis)
     chain = fill(store)
-    check_contents(store, genesis, chain)
+    want = balances(chain[-1].state)
+    check_contents(store, genesis, chain, want)
     store.close()
 
     reopened = Store(path, genesis, engines=chain_engines())
     try:
-        check_contents(reopened, genesis, chain)
+        check_contents(reopened, genesis, chain, want)
         # and the reopened store keeps going
         more = append(reopened, [transfer(ALICE, CHAIN, 2, BOB.address, 1)])
         assert reopened.height == 5
@@ -161,13 +165,14 @@ def test_reopening_with_a_different_genesis_fails(tmp_path: Path, other: Genesis
     genesis, path = make_genesis(), tmp_path / "chain.db"
     store = Store(path, genesis, engines=chain_engines())
     chain = fill(store)
+    want = balances(chain[-1].state)
     store.close()
     with pytest.raises(StoreError):
         Store(path, other, engines=chain_engines())
     # the refusal did not damage anything
     store = Store(path, genesis, engines=chain_engines())
     try:
-        check_contents(store, genesis, chain)
+        check_contents(store, genesis, chain, want)
     finally:
         store.close()
 
