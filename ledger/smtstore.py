@@ -160,6 +160,20 @@ class SqliteNodeStore:
             count += len(rows)
         return count
 
+    def fullest(self) -> int | None:
+        """The slice with the most buffered nodes that the open transaction has not written
+        (None once it wrote them all)."""
+        self.settle()
+        taken = {p for p, _, _ in self._writing}
+        sizes = [(len(d), p) for p, d in enumerate(self._older) if p not in taken]
+        return max(sizes)[1] if sizes else None
+
+    @property
+    def waiting(self) -> int:
+        """Buffered nodes that the open transaction has not written."""
+        taken = {p for p, _, _ in self._writing}
+        return len(self._fresh) + sum(len(d) for p, d in enumerate(self._older) if p not in taken)
+
     def written(self) -> None:
         """The transaction that `write` wrote into committed: what it wrote (and nothing
         buffered since) leaves the buffer.  Not for the cache: a node that stayed buffered

@@ -44,8 +44,9 @@ STATE_HISTORY = 64
 # 1M accounts), and up to 31 blocks to execute again after a crash.  Never more slices than
 # kept states (a node is deleted only once the state on disk no longer needs it).
 STATE_PARTS = 32
-# ...unless the buffer outgrows this many nodes (~115 MB; a bulk load, not a block's work:
-# 32 blocks of 1,000 changes at 1M accounts buffer ~380k): then a block writes all of it.
+# ...and more while the buffer holds more than this many nodes (~115 MB; a bulk load, or
+# blocks far bigger than 1,000 changes: 32 of those at 1M accounts buffer ~400k): a block
+# then also writes the fullest slices, so a fill slows down smoothly instead of stalling.
 STATE_BUFFER_NODES = 1 << 19
 
 SCHEMA = """
@@ -324,8 +325,9 @@ class Store:
             self._retire(
                 block.height, [self.state.root()], state.root(), state.delta_from(self.state)
             )
-            full = self.nodes.pending > STATE_BUFFER_NODES
-            self._write_state(block.height, None if full else block.height % self.parts)
+            self._write_state(block.height, block.height % self.parts)
+            while self.nodes.waiting > STATE_BUFFER_NODES:
+                self.nodes.write(self.nodes.fullest())
             self._db.executemany(
                 "INSERT INTO evidence VALUES (?, ?, ?)",
                 [

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import smt
+from ledger import store as store_module
 from ledger.block import Block, Genesis, Member
 from ledger.crypto import KeyPair
 from ledger.smt import MissingNode
@@ -241,5 +242,18 @@ def test_stale_rows_of_an_older_layout_are_resliced_on_open(tmp_path: Path, layo
     check_layout(store)
     for v in range(8):  # values come back: the leaves named again are found (see _revive)
         advance(store, {ADDRESSES[v % 2]: v % 3})
+        check_layout(store)
+    store.close()
+
+
+def test_a_full_buffer_writes_the_fullest_slices_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past STATE_BUFFER_NODES a block writes more slices than its own, the fullest first,
+    until the buffer is back under the bound; the layout stays exact."""
+    monkeypatch.setattr(store_module, "STATE_BUFFER_NODES", 12)
+    store = Store(":memory:", GENESIS, engines=chain_engines(), keep_states=8)
+    addresses = [bytes([i]) * 20 for i in range(1, 40)]
+    for v in range(10):
+        advance(store, {a: v for a in addresses[v : v + 12]})
+        assert store.nodes.pending <= 12
         check_layout(store)
     store.close()
