@@ -164,8 +164,10 @@ def test_garbage_and_oversize_frames_on_the_peer_port(cluster: ClusterConfig) ->
     with socket.create_connection((node.host, node.port), timeout=5) as s:
         challenge = _read_frame(s)
         hello = auth.make_hello(challenge, "n0")
-        s.sendall(struct.pack(">I", len(hello)) + hello)
-        s.sendall(struct.pack(">I", cfg.max_frame_bytes + 1) + b"x" * 1024)
+        # One write: between two, the real n3 (whose link ours just replaced) could dial
+        # back in, and ours would be closed before its oversize frame is read.
+        oversize = struct.pack(">I", cfg.max_frame_bytes + 1) + b"x" * 1024
+        s.sendall(struct.pack(">I", len(hello)) + hello + oversize)
         s.settimeout(5)
         while s.recv(4096):
             pass
