@@ -258,7 +258,11 @@ class Store:
 
     def _meta_int(self, key: str, default: int) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return default if row is None else int(row[0])
+        if row is None:
+            return default
+        if not isinstance(row[0], int):
+            raise StoreDamaged(self.path, f"meta.{key} is {row[0]!r}, not a number")
+        return row[0]
 
     def _load(self) -> tuple[State, BlockHeader]:
         """The last block's header and its state: the state whole on disk, opened at its root

@@ -225,3 +225,31 @@ def test_damaged_store_is_checked_on_load(tmp_path: Path, value: str) -> None:
         assert load_config(path).damaged_store == value
     path.write_text(toml)
     assert load_config(path).damaged_store == "refuse"  # the default
+
+
+@pytest.mark.parametrize("height", [-1, BLOCKS + 1, "'ten'"])
+def test_a_state_height_that_no_block_has_is_refused(path: Path, height: object) -> None:
+    tamper(path, f"UPDATE meta SET value = {height} WHERE key = 'state_height'")
+    with pytest.raises(StoreDamaged):
+        open_store(path, verify=None)
+
+
+def test_blocks_after_the_whole_state_that_do_not_execute_again_are_refused(path: Path) -> None:
+    """After a crash the store executes the blocks past `meta.state_height` again; one whose
+    stored txs do not give its header's state root is damage, named by its height."""
+    tamper(path, "UPDATE meta SET value = ? WHERE key = 'state_height'", BLOCKS - 2)
+    txs = sqlite3.connect(path).execute("SELECT raw FROM txs WHERE height = ?", (BLOCKS,))
+    raws = [bytes(r[0]) for r in txs]
+    tamper(path, "UPDATE txs SET raw = ? WHERE height = ? AND idx = 0", raws[1], BLOCKS)
+    with pytest.raises(StateMismatch, match=f"block {BLOCKS} does not execute"):
+        open_store(path, verify=None)
+
+
+def test_a_store_that_crashed_executes_the_blocks_after_its_whole_state(path: Path) -> None:
+    store = open_store(path, verify=None)
+    head = store.state.root()
+    store.close()
+    tamper(path, "UPDATE meta SET value = ? WHERE key = 'state_height'", BLOCKS - 5)
+    store = open_store(path)
+    assert store.state.root() == head and store._state_height == BLOCKS
+    store.close()
