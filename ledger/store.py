@@ -48,6 +48,11 @@ STATE_PARTS = 32
 # blocks far bigger than 1,000 changes: 32 of those at 1M accounts buffer ~400k): a block
 # then also writes the fullest slices, so a fill slows down smoothly instead of stalling.
 STATE_BUFFER_NODES = 1 << 19
+# SQLite's page cache, in KiB (its default is 2 MiB).  At 1M accounts the node table's
+# interior B-tree pages alone are ~4 MB, so with the default every node read and every
+# slice write fetched them again from the OS.  Measured there (1,000 random changes a
+# block, after the build's deletions): Store.append p50 562 -> 449 ms for 34 MB more RSS.
+SQLITE_CACHE_KIB = 32 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -155,6 +160,7 @@ class Store:
                 self.check_integrity(full=verify == "full")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             self._db.executescript(SCHEMA)
             self.nodes = SqliteNodeStore(self._db, parts=self.parts)
             stored = self._db.execute("SELECT value FROM meta WHERE key='genesis'").fetchone()

@@ -22,7 +22,7 @@ from ledger.block import Block, Genesis, Member, check_successor
 from ledger.crypto import KeyPair
 from ledger.errors import InvalidBlock
 from ledger.state import OK, Receipt, State, apply_block, apply_txs, build_block, genesis_header
-from ledger.store import Store, StoreError, TxRecord
+from ledger.store import SQLITE_CACHE_KIB, Store, StoreError, TxRecord
 from ledger.tx import Tx, transfer
 from node.engines import chain_engines
 
@@ -141,12 +141,14 @@ def test_append_close_reopen(tmp_path: Path) -> None:
         again.close()
 
 
-def test_store_uses_wal_and_full_sync_by_default(tmp_path: Path) -> None:
+def test_store_uses_wal_full_sync_and_its_page_cache_by_default(tmp_path: Path) -> None:
     store = Store(tmp_path / "chain.db", make_genesis(), engines=chain_engines())
     try:
         db = store._db  # the pragmas the durability promise rests on
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        # and the page cache the node table's interior pages need (negative: in KiB)
+        assert db.execute("PRAGMA cache_size").fetchone()[0] == -SQLITE_CACHE_KIB
     finally:
         store.close()
 
