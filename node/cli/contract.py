@@ -69,7 +69,7 @@ def add_contract_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
             sp.add_argument("--id", required=True, help="the contract id (the offer's tx id)")
             if name != "show":
                 sp.add_argument("--from", dest="sender", required=True, help="account name")
-        sp.add_argument("--node", help="node to use (default: the first)")
+        sp.add_argument("--node", help="node to use (default: the first that answers)")
         sp.add_argument("--json", action="store_true")
 
 
@@ -102,18 +102,18 @@ def offer_args(cfg: ClusterConfig, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_contract(args: argparse.Namespace, cfg: ClusterConfig) -> int:
-    url = cfg.node(args.node).rpc_url if args.node else cfg.nodes[0].rpc_url
+    members = cfg.rpc_members(args.node)
     if args.engine == "risk-sharing":
-        return cmd_risk(args, cfg, url)
+        return cmd_risk(args, cfg, members)
     if args.engine in MECHANISMS:
-        return cmd_sealed(args, cfg, url)
+        return cmd_sealed(args, cfg, members)
     if args.op == "show":
-        result = asyncio.run(show(url, args.id))
+        result = asyncio.run(show(members, args.id))
     else:
         op = args.op.replace("-", "_")
         cid = b"" if op == "offer" else contract_id(args.id)
         extra = offer_args(cfg, args) if op == "offer" else {}
-        result = asyncio.run(call(cfg, url, args.sender, op, cid, extra))
+        result = asyncio.run(call(cfg, members, args.sender, op, cid, extra))
         if op == "offer":
             result["contract_id"] = result["tx_id"]
     return answer(result, args.json, args.op, render)

@@ -10,30 +10,31 @@ from ledger.tx import contract_call
 from node.cluster.accounts import signer_key
 from node.cluster.bootstrap import load_genesis
 from node.cluster.config import ClusterConfig, ConfigError
-from node.rpc.client import RpcClient
+from node.rpc.failover import FailoverClient, Members
 
 
 async def call(
     cfg: ClusterConfig,
-    url: str,
+    members: Members,
     sender: str,
     op: str,
     cid: bytes,
     args: dict[str, Any],
     engine: str = "exchange",
 ) -> dict[str, Any]:
-    """Sign a contract call as `sender` (an account, or a member node) and wait for it."""
+    """Sign a contract call as `sender` (an account, or a member node) and wait for it, on
+    the first of `members` that answers."""
     key = signer_key(cfg, sender)
     chain = load_genesis(cfg).chain_id
-    async with RpcClient(url, timeout=60) as client:
+    async with FailoverClient(members, timeout=60) as client:
         nonce = (await client.call("get_account", address=key.address.hex()))["next_nonce"]
         tx = contract_call(key, chain, nonce, engine, op, cid, args)
         result: dict[str, Any] = await client.call("submit_tx", tx=tx.encode().hex(), wait="commit")
         return result
 
 
-async def show(url: str, cid: str) -> dict[str, Any]:
-    async with RpcClient(url) as client:
+async def show(members: Members, cid: str) -> dict[str, Any]:
+    async with FailoverClient(members) as client:
         result: dict[str, Any] = await client.call("get_contract", id=cid)
         return result
 

@@ -32,14 +32,10 @@ from node.cluster.bootstrap import ensure_initialized, load_genesis, pow_config
 from node.cluster.config import ClusterConfig, ConfigError, load_config
 from node.cluster.tlscerts import ensure_tls
 from node.faults.spec import FaultError
-from node.rpc.client import RpcClient, RpcUnavailable
+from node.rpc.client import RpcUnavailable
+from node.rpc.failover import FailoverClient, Members
 from node.rpc.jsonrpc import RpcError
 from node.sim.command import add_sim_arguments, run_sim_command
-
-
-def pick_node(cfg: ClusterConfig, node_id: str | None) -> str:
-    return cfg.node(node_id).rpc_url if node_id else cfg.nodes[0].rpc_url
-
 
 # -- cluster lifecycle -----------------------------------------------------------------------
 
@@ -126,10 +122,9 @@ def cmd_transfer(args: argparse.Namespace, cfg: ClusterConfig) -> int:
     genesis = load_genesis(cfg)
     key = account_key(cfg, args.sender)
     to = resolve_address(cfg, args.to)
-    url = pick_node(cfg, args.node)
 
     async def go() -> dict[str, Any]:
-        async with RpcClient(url, timeout=40.0) as client:
+        async with FailoverClient(cfg.rpc_members(args.node), timeout=40.0) as client:
             account = await client.call("get_account", address=key.address.hex())
             tx = transfer(key, genesis.chain_id, account["next_nonce"], to, args.amount)
             params: dict[str, Any] = {"tx": tx.encode().hex()}
@@ -151,22 +146,24 @@ def cmd_transfer(args: argparse.Namespace, cfg: ClusterConfig) -> int:
 
 
 def cmd_query(args: argparse.Namespace, cfg: ClusterConfig) -> int:
-    url = pick_node(cfg, args.node)
+    members = cfg.rpc_members(args.node)
     if args.what == "block":
-        result = rpc(url, "get_block", height=int(args.key))
+        result = rpc(members, "get_block", height=int(args.key))
     elif args.what == "tx":
-        result = rpc(url, "get_tx", tx_id=args.key)
+        result = rpc(members, "get_tx", tx_id=args.key)
     else:
-        result = rpc(url, "get_account", address=resolve_address(cfg, args.key).hex())
+        result = rpc(members, "get_account", address=resolve_address(cfg, args.key).hex())
     if not args.json:
         result.pop("raw", None)
     print(json.dumps(result, indent=2))
     return 0
 
 
-def rpc(url: str, method: str, **params: Any) -> Any:
+def rpc(members: Members, method: str, **params: Any) -> Any:
+    """One call, answered by the first of `members` that answers."""
+
     async def go() -> Any:
-        async with RpcClient(url, timeout=10.0) as client:
+        async with FailoverClient(members, timeout=10.0) as client:
             return await client.call(method, **params)
 
     return asyncio.run(go())
@@ -298,13 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--to", required=True, help="account name or 40-hex-digit address")
     tr.add_argument("--amount", type=int, required=True)
     tr.add_argument("--wait", action="store_true", help="wait until committed")
-    tr.add_argument("--node", help="node to submit to (default: the first)")
+    tr.add_argument("--node", help="node to submit to (default: the first that answers)")
     tr.add_argument("--json", action="store_true", help="print JSON")
 
     q = add("query", cmd_query, "show a block, a tx or an account", json_=True)
     q.add_argument("what", choices=["block", "tx", "account"])
     q.add_argument("key", help="block height, tx id (hex), or account name/address")
-    q.add_argument("--node", help="node to ask (default: the first)")
+    q.add_argument("--node", help="node to ask (default: the first that answers)")
 
     v = add("verify", cmd_verify, "check a node's whole chain from genesis", json_=True)
     v.add_argument("--node", help="only this node (default: every node)")

@@ -32,6 +32,7 @@ from node.cli.output import console
 from node.cli.secrets import keep, load
 from node.cluster.accounts import resolve_address, signer_key
 from node.cluster.config import ClusterConfig, ConfigError
+from node.rpc.failover import Members
 
 OPS = ("create", "deposit", "commit", "report", "reveal", "audit", "show")
 
@@ -64,7 +65,7 @@ def add_risk_arguments(engines: Any, common: argparse.ArgumentParser) -> None:
             sp.add_argument("--period", type=int, help="default: the period under way")
         if op in ("report", "audit"):
             sp.add_argument("--income", type=int, required=True, help="in ledger units")
-        sp.add_argument("--node", help="node to use (default: the first)")
+        sp.add_argument("--node", help="node to use (default: the first that answers)")
         sp.add_argument("--json", action="store_true")
         if op == "deposit":
             sp.add_argument("--amount", type=int, help="default: what is still required")
@@ -100,18 +101,18 @@ def ledger_time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def cmd_risk(args: argparse.Namespace, cfg: ClusterConfig, url: str) -> int:
+def cmd_risk(args: argparse.Namespace, cfg: ClusterConfig, members: Members) -> int:
     if args.op == "show":
-        result = asyncio.run(show(url, args.id))
+        result = asyncio.run(show(members, args.id))
     elif args.op == "create":
         terms = create_terms(cfg, args)
-        result = asyncio.run(call(cfg, url, args.sender, "create", b"", terms, NAME))
+        result = asyncio.run(call(cfg, members, args.sender, "create", b"", terms, NAME))
         result["contract_id"] = result["tx_id"]
         if result["status"] == "ok":
-            view = asyncio.run(show(url, result["tx_id"]))
+            view = asyncio.run(show(members, result["tx_id"]))
             result["required_collateral"] = view["required_collateral"]
     else:
-        result = asyncio.run(_move(cfg, url, args))
+        result = asyncio.run(_move(cfg, members, args))
     return answer(result, args.json, args.op, render)
 
 
@@ -174,9 +175,9 @@ def create_terms(cfg: ClusterConfig, args: argparse.Namespace) -> dict[str, Any]
     }
 
 
-async def _move(cfg: ClusterConfig, url: str, args: argparse.Namespace) -> dict[str, Any]:
+async def _move(cfg: ClusterConfig, members: Members, args: argparse.Namespace) -> dict[str, Any]:
     cid = contract_id(args.id)
-    c = await show(url, args.id)
+    c = await show(members, args.id)
     me = signer_key(cfg, args.sender).address.hex()
     role = {c["agent1"]: "agent1", c["agent2"]: "agent2", c["auditor"]: "auditor"}.get(me, "")
     period = args.period if getattr(args, "period", None) is not None else c["period"]
@@ -195,7 +196,7 @@ async def _move(cfg: ClusterConfig, url: str, args: argparse.Namespace) -> dict[
         op_args["report"] = _income_index(c, args.income)
     elif args.op == "audit":
         op_args["income"] = _income_index(c, args.income)
-    return await call(cfg, url, args.sender, args.op, cid, op_args, NAME)
+    return await call(cfg, members, args.sender, args.op, cid, op_args, NAME)
 
 
 def _secret_for(cfg: ClusterConfig, cid: str, period: int, role: str) -> bytes:

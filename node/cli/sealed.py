@@ -30,6 +30,7 @@ from node.cli.secrets import keep, load
 from node.cluster.accounts import known_names, resolve_address, signer_key
 from node.cluster.config import ClusterConfig, ConfigError
 from node.engines import chain_engines
+from node.rpc.failover import Members
 
 MECHANISMS = {
     "auction": "sealed-bid auctions with escrow: first price, second price, multi-unit VCG",
@@ -88,20 +89,20 @@ def add_sealed_arguments(engines: Any, common: argparse.ArgumentParser) -> None:
                 sp.add_argument("--amount", type=int, help="default: what committing still needs")
             if op == "commit":
                 sp.add_argument("--message", required=True, help=MESSAGES[mech] + " (JSON)")
-            sp.add_argument("--node", help="node to use (default: the first)")
+            sp.add_argument("--node", help="node to use (default: the first that answers)")
             sp.add_argument("--json", action="store_true")
 
 
-def cmd_sealed(args: argparse.Namespace, cfg: ClusterConfig, url: str) -> int:
+def cmd_sealed(args: argparse.Namespace, cfg: ClusterConfig, members: Members) -> int:
     if args.op == "show":
-        result = asyncio.run(show(url, args.id))
+        result = asyncio.run(show(members, args.id))
     elif args.op == "create":
         result = asyncio.run(
-            call(cfg, url, args.sender, "create", b"", create_args(cfg, args), args.engine)
+            call(cfg, members, args.sender, "create", b"", create_args(cfg, args), args.engine)
         )
         result["contract_id"] = result["tx_id"]
     else:
-        result = asyncio.run(_move(cfg, url, args))
+        result = asyncio.run(_move(cfg, members, args))
     names = known_names(cfg) if args.op == "show" and not args.json else {}
     return answer(result, args.json, args.op, functools.partial(render, names=names))
 
@@ -135,9 +136,9 @@ def _bytes_back(terms: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _move(cfg: ClusterConfig, url: str, args: argparse.Namespace) -> dict[str, Any]:
+async def _move(cfg: ClusterConfig, members: Members, args: argparse.Namespace) -> dict[str, Any]:
     cid = contract_id(args.id)
-    view = await show(url, args.id)
+    view = await show(members, args.id)
     if view.get("engine") != args.engine:
         raise ConfigError(
             f"contract {args.id[:16]} is a {view.get('engine')} contract, not {args.engine}"
@@ -170,7 +171,7 @@ async def _move(cfg: ClusterConfig, url: str, args: argparse.Namespace) -> dict[
     else:
         sealed = json.loads(load(cfg, name, f"{args.sender}'s message"))
         op_args = {"message": sealed["message"], "salt": bytes.fromhex(sealed["salt"])}
-    return await call(cfg, url, args.sender, args.op, cid, op_args, args.engine)
+    return await call(cfg, members, args.sender, args.op, cid, op_args, args.engine)
 
 
 def _message(text: str) -> Any:

@@ -26,6 +26,8 @@ async def all_status(cfg: ClusterConfig) -> list[dict[str, Any]]:
 
 
 def render_status(rows: list[dict[str, Any]]) -> None:
+    """One row per node; a node that did not answer is `down`, with why in its own column
+    (shown only when some node is down)."""
     if any(r.get("consensus_kind") == "pow" for r in rows):
         render_pow_status(rows)
         return
@@ -44,9 +46,10 @@ def render_status(rows: list[dict[str, Any]]) -> None:
     )
     for col in cols:
         table.add_column(col, justify="right" if col in ("height", "view") else "left")
+    down = _error_column(table, rows)
     for r in rows:
         if "error" in r:
-            table.add_row(r["node_id"], "[red]down[/]", *[""] * 5, r["error"][:40], "", "")
+            table.add_row(r["node_id"], "[red]down[/]", *[""] * (len(cols) - 2), r["error"])
             continue
         view = str(r["view"]) + ("" if r["view_active"] else " (changing)")
         table.add_row(
@@ -60,8 +63,17 @@ def render_status(rows: list[dict[str, Any]]) -> None:
             r["last_block_hash"][:12],
             str(r["txs_committed"]),
             str(r["mempool"]),
+            *down,
         )
     console.print(table)
+
+
+def _error_column(table: Table, rows: list[dict[str, Any]]) -> list[str]:
+    """Add the `error` column if some node is down; the cells a live node's row ends with."""
+    if not any("error" in r for r in rows):
+        return []
+    table.add_column("error", style="red", overflow="fold")
+    return [""]
 
 
 def render_pow_status(rows: list[dict[str, Any]]) -> None:
@@ -69,9 +81,10 @@ def render_pow_status(rows: list[dict[str, Any]]) -> None:
     cols = ("node", "height", "final", "difficulty", "bits", "last hash", "txs", "mempool")
     for col in cols:
         table.add_column(col, justify="left" if col in ("node", "bits", "last hash") else "right")
+    down = _error_column(table, rows)
     for r in rows:
         if "error" in r:
-            table.add_row(r["node_id"], "[red]down[/]", *[""] * 3, r["error"][:40], "", "")
+            table.add_row(r["node_id"], "[red]down[/]", *[""] * (len(cols) - 2), r["error"])
             continue
         table.add_row(
             r["node_id"],
@@ -82,5 +95,6 @@ def render_pow_status(rows: list[dict[str, Any]]) -> None:
             r["last_block_hash"][:12],
             str(r["txs_committed"]),
             str(r["mempool"]),
+            *down,
         )
     console.print(table)

@@ -154,6 +154,12 @@ class ClusterConfig:
     def node_ids(self) -> list[str]:
         return [n.id for n in self.nodes]
 
+    def rpc_members(self, node_id: str | None = None) -> list[tuple[str, str]]:
+        """(id, RPC URL) of the node named, or of every member in order: whom the CLI asks
+        (node/rpc/failover.py tries them until one answers)."""
+        nodes = [self.node(node_id)] if node_id else self.nodes
+        return [(n.id, n.rpc_url) for n in nodes]
+
     # where things live under data_dir
     @property
     def genesis_path(self) -> Path:
