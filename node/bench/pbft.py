@@ -63,6 +63,12 @@ def add_pbft_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", help="draw throughput vs latency to this PNG (needs matplotlib)")
     p.add_argument("--keep", action="store_true", help="keep the cluster's directory")
     p.add_argument(
+        "--observe",
+        action="store_true",
+        help="add a saturation phase with a blocks and a txs subscriber on every node and "
+        "/metrics scraped every second, to compare with the plain one",
+    )
+    p.add_argument(
         "--transport",
         choices=("tcp", "mqtt"),
         default="tcp",
@@ -117,7 +123,12 @@ def write_cluster(
 
 
 def run_phase(
-    config: Path, rate: int, duration: float, out: Path, total: int | None = None
+    config: Path,
+    rate: int,
+    duration: float,
+    out: Path,
+    total: int | None = None,
+    observing: bool = False,
 ) -> dict[str, Any]:
     """One loadgen run, with what it cost every node."""
     cfg = load_config(config)
@@ -125,8 +136,20 @@ def run_phase(
     cmd = [sys.executable, "-m", "node.bench.loadgen", "-c", str(config), "--rate", str(rate)]
     cmd += ["--duration", str(duration), "--out", str(out)]
     cmd += ["--total", str(total)] if total else []
-    subprocess.run(cmd, check=True)
+    seen = out.with_suffix(".observed.json")
+    watcher = None
+    if observing:  # its own process: its work must not slow the load generator's
+        watch = [sys.executable, "-m", "node.bench.observe", "-c", str(config), "--out", str(seen)]
+        watcher = subprocess.Popen(watch)
+    try:
+        subprocess.run(cmd, check=True)
+    finally:
+        if watcher is not None:
+            watcher.terminate()
+            watcher.wait(timeout=30)
     result: dict[str, Any] = json.loads(out.read_text())
+    if observing:
+        result["observed"] = json.loads(seen.read_text())
     return result | costs(before, snapshot(cfg), result["committed"])
 
 
@@ -229,6 +252,10 @@ def run_cluster(args: argparse.Namespace, transport: str, nodes: int) -> list[di
             console.print(f"  saturation for {args.duration:.0f}s")
             sat = run_phase(config, 0, args.duration, workdir / "saturation.json")
             phases.append(sat)
+            if args.observe:
+                console.print(f"  saturation, observed, for {args.duration:.0f}s")
+                seen = run_phase(config, 0, args.duration, workdir / "observed.json", None, True)
+                phases.append(seen | {"mode": "observed"})
             if args.half:
                 half = max(1, int(sat["committed_tps"] / 2))
                 console.print(f"  half of saturation: {half} tx/s for {args.duration:.0f}s")

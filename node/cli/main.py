@@ -26,6 +26,7 @@ from node.cli.design import add_design_arguments, cmd_design
 from node.cli.fault import add_fault_arguments, cmd_check, cmd_fault
 from node.cli.output import console, emit, err
 from node.cli.status import all_status, render_status
+from node.cli.watch import add_watch_arguments, cmd_watch
 from node.cluster import broker, launcher
 from node.cluster.accounts import account_key, resolve_address
 from node.cluster.bootstrap import ensure_initialized, load_genesis, pow_config
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_contract_arguments(sub, common)
     sub.choices["contract"].set_defaults(fn=cmd_contract)
+    add_watch_arguments(sub, common).set_defaults(fn=cmd_watch)
     add_design_arguments(sub)
     sub.choices["design"].set_defaults(fn=cmd_design)
 

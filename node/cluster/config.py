@@ -122,6 +122,8 @@ class RpcSettings:
     # a connection that sends no complete request (or body) for this long is closed
     idle_timeout_s: float = field(default=15.0, metadata=rule(min=0.1))
     max_batch: int = field(default=1000, metadata=rule(min=1))  # calls in one batch
+    # events a subscriber may fall behind by before it is told `overflow` and closed
+    subscriber_queue: int = field(default=10_000, metadata=rule(min=1))
 
     def __post_init__(self) -> None:
         check(self, RpcSettings)

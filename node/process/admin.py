@@ -23,14 +23,19 @@ def register(dispatcher: Dispatcher, node: NodeRuntime) -> None:
             spec = faults.inject(FaultSpec.from_dict(raw), node.uptime_s(), node.store.height)
         except FaultError as e:
             raise RpcError(INVALID_PARAMS, str(e)) from None
-        return spec.to_dict() | {"state": "active" if spec.id in faults.active else "pending"}
+        answer = spec.to_dict() | {"state": "active" if spec.id in faults.active else "pending"}
+        node.hub.notice({"type": "fault_injected", "fault": answer})
+        return answer
 
     async def fault_heal(params: dict[str, Any]) -> dict[str, Any]:
         fault_id = param(params, "id", str, required=False)
         try:
-            return {"healed": faults.heal(fault_id)}
+            healed = faults.heal(fault_id)
         except FaultError as e:
             raise RpcError(INVALID_PARAMS, str(e)) from None
+        if healed:
+            node.hub.notice({"type": "fault_healed", "ids": healed})
+        return {"healed": healed}
 
     async def fault_list(params: dict[str, Any]) -> dict[str, Any]:
         return {

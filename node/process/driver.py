@@ -21,6 +21,7 @@ this ordering, not a copy of it.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,9 @@ class Timers(Protocol):
 
 # (block, receipts) once the block is on disk; (fork height, depth) after a reorganisation
 CommitHook = Callable[[Block, tuple[Any, ...]], None]
+# (what, seconds) of real time, for a host's metrics: "execution" per block a replica step
+# committed, "store" per turn's store transaction (its writes and fsync)
+Observer = Callable[[str, float], None]
 ReorgHook = Callable[[int, int], None]
 
 
@@ -86,6 +90,8 @@ class Shell:
     mine: Callable[[int, bytes, int], None] | None = None  # (job, prefix, target)
     on_commit: list[CommitHook] = field(default_factory=list)
     on_reorg: list[ReorgHook] = field(default_factory=list)
+    # None in the simulator: its time is virtual, and nothing it decides may hang on a clock
+    observe: Observer | None = None
 
 
 class Driver:
@@ -102,6 +108,8 @@ class Driver:
         self.replica, self.store, self.key = replica, store, key
         self.faults, self.shell = faults, shell
         self.errors: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()  # messages by kind (a broadcast counts once)
+        self.received: Counter[str] = Counter()
         self.last_error: Exception | None = None
         faults.byzantine.attach(replica)  # behaviours outlive the process they disturb
 
@@ -122,6 +130,7 @@ class Driver:
         return self.receive(sender, message)
 
     def receive(self, sender: str, message: Struct) -> Event | None:
+        self.received[type(message).__name__] += 1
         if isinstance(message, FetchBlocks):  # state transfer is served from the store
             blocks = self.faults.byzantine.serve(serve_fetch(self.store, message))
             self.shell.network.send(sender, blocks.encode())
@@ -137,13 +146,26 @@ class Driver:
             if byz.active and not byz.admit(event):
                 continue  # a private-fork attacker does not listen
             try:
-                actions += self.replica.step(event, now)
+                actions += self._step(event, now)
             except Exception as e:
                 # A bug must not silently stop consensus on this node: log loudly, go on.
                 self.errors["internal_error"] += 1
                 self.last_error = e
                 log.exception("error handling %s", type(event).__name__)
         self.carry_out(actions)
+
+    def _step(self, event: Event, now: int) -> list[Action]:
+        observe = self.shell.observe
+        if observe is None:
+            return self.replica.step(event, now)
+        start = time.perf_counter()
+        out = self.replica.step(event, now)
+        blocks = sum(isinstance(a, CommitBlock) for a in out)
+        if blocks:
+            seconds = (time.perf_counter() - start) / blocks
+            for _ in range(blocks):
+                observe("execution", seconds)
+        return out
 
     # -- output ----------------------------------------------------------------------------
 
@@ -162,19 +184,24 @@ class Driver:
         if any(isinstance(a, SwitchChain) for a in actions):
             commits = []  # a reorganisation in this turn: blocks go in order
         if records or commits:
+            start = time.perf_counter()
             with self.store.batch():
                 if records:
                     self.store.persist(records)
                 for commit in commits:
                     self.store.append(commit.block, commit.receipts, commit.state)
+            if self.shell.observe is not None:
+                self.shell.observe("store", time.perf_counter() - start)
         return {id(c) for c in commits}
 
     def _carry_out_one(self, action: object, written: set[int]) -> None:
         shell = self.shell
         match action:
             case Send(to, message):
+                self.sent[type(message).__name__] += 1
                 shell.network.send(to, message.encode())
             case Broadcast(message):
+                self.sent[type(message).__name__] += 1
                 shell.network.broadcast(message.encode())
             case SetTimer(name, delay_ms):
                 shell.timers.set(name, delay_ms)

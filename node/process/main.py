@@ -28,8 +28,9 @@ from node.engines import chain_engines
 from node.faults.byzantine import Byzantine
 from node.faults.controller import FaultController
 from node.faults.network import FaultyTransport, NetworkRules
-from node.process import admin, limits, methods
+from node.process import admin, limits, methods, streaming
 from node.process.factory import consensus_config, mines, open_replica
+from node.process.metrics import CONTENT_TYPE_LATEST
 from node.process.miner import Miner
 from node.process.runtime import NodeRuntime
 from node.rpc.jsonrpc import DISPATCHER, Dispatcher, make_app, start_site
@@ -65,12 +66,23 @@ def build_node(
     for fault in cfg.faults:  # cluster.toml [[fault]] entries for this node
         if fault.node in ("*", node_id) and fault.category != "process" and fault.kind != "twins":
             faults.inject(fault, 0.0, store.height)
-    runtime = NodeRuntime(node_id, genesis, replica, store, transport, key, faults, miner)
+    runtime = NodeRuntime(
+        node_id, genesis, replica, store, transport, key, faults, miner, cfg.rpc.subscriber_queue
+    )
     token = cfg.admin_token_path.read_text().strip() if cfg.admin_token_path.exists() else None
     dispatcher = Dispatcher(admin_token=token)
     methods.register(dispatcher, runtime, cfg.nodes)
     admin.register(dispatcher, runtime)
-    return runtime, make_app(dispatcher)
+    app = make_app(dispatcher)
+
+    async def metrics(_: web.Request) -> web.Response:
+        # CONTENT_TYPE_LATEST carries a charset, which aiohttp wants apart
+        kind, _sep, charset = CONTENT_TYPE_LATEST.partition("; charset=")
+        return web.Response(body=runtime.metrics.render(), content_type=kind, charset=charset)
+
+    app.router.add_get("/metrics", metrics)
+    streaming.routes(app, runtime.hub)
+    return runtime, app
 
 
 def open_store(

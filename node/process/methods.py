@@ -108,6 +108,10 @@ class LedgerMethods:
             "rpc": http.view(),
             "fds": {"limit": fds.soft, "hard_limit": fds.hard, "open": limits.fds_in_use()},
             "log_lines_suppressed": limits.suppressed_lines(),
+            "subscriptions": {
+                "live": len(self.node.hub.live),
+                "overflows": self.node.hub.overflows,
+            },
         }
 
     async def submit_tx(self, params: dict[str, Any]) -> dict[str, Any]:

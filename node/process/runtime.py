@@ -19,7 +19,7 @@ from consensus.events import (
     Event,
     TimerFired,
 )
-from consensus.replica import ConsensusReplica
+from consensus.replica import ConsensusReplica, PbftStatus
 from ledger.block import Block, Genesis
 from ledger.contract import ContractError
 from ledger.crypto import KeyPair
@@ -35,9 +35,12 @@ from ledger.errors import (
 from ledger.state import Unfunded, check_call
 from ledger.store import Store
 from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx
+from node.cluster.config import RpcSettings
 from node.faults.controller import FaultController
 from node.process.driver import Driver, Shell
+from node.process.metrics import Commits, NodeMetrics
 from node.process.miner import Miner
+from node.process.subscriptions import Hub
 from node.transport.base import Transport
 
 log = logging.getLogger("tally.node")
@@ -45,6 +48,9 @@ log = logging.getLogger("tally.node")
 QUEUE_SIZE = 20_000
 MAX_EVENTS_PER_TURN = 512  # events stepped before their votes are persisted together
 MAX_NONCE_GAP = 10_000  # how far ahead of its account a tx's nonce may be
+# Submitted txs whose commit is timed for the latency metric; a tx that never commits
+# (refused by its block, or the node's view of it lost) leaves an entry, so the oldest go
+MAX_TIMED_TXS = 100_000
 
 
 def now_ms() -> int:
@@ -62,6 +68,7 @@ class NodeRuntime:
         key: KeyPair,
         faults: FaultController,
         miner: Miner | None = None,
+        subscriber_queue: int = RpcSettings().subscriber_queue,
     ) -> None:
         self.node_id, self.genesis, self.key = node_id, genesis, key
         self.miner = miner
@@ -72,16 +79,25 @@ class NodeRuntime:
         self._loop_timers = _LoopTimers(self._fire)
         self._waiters: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self.peers = [m.node_id for m in genesis.members]
+        self.last_heard: dict[str, float] = {}  # peer -> Unix time of its last frame
+        self.commits = Commits()
+        self._timed: dict[bytes, float] = {}  # tx id -> perf_counter when submitted here
+        self.metrics = NodeMetrics(self)
+        self.hub = Hub(store, genesis.members, subscriber_queue)
         shell = Shell(
             network=transport,
             timers=self._loop_timers,
             clock=now_ms,
             enqueue=self._enqueue,
             mine=miner.submit if miner is not None else None,
-            on_commit=[self._notify],
+            on_commit=[self._notify, self.commits, self._time_commit, self.hub.on_commit],
+            on_reorg=[self._on_reorg],
+            observe=self.metrics.observe,
         )
         self.driver = Driver(replica, store, key, faults, shell)
         self.errors = self.driver.errors
+        self._seen = self._consensus_marks()
 
     @property
     def chain_id(self) -> str:
@@ -126,6 +142,7 @@ class NodeRuntime:
             while len(events) < MAX_EVENTS_PER_TURN and not self.queue.empty():
                 events.append(self.queue.get_nowait())
             self.driver.turn(events)
+            self._notice_consensus()
 
     def _enqueue(self, event: Event) -> bool:
         try:
@@ -143,6 +160,7 @@ class NodeRuntime:
             self._loop_timers.set(name, 1)  # a timer must not be lost: try again shortly
 
     async def _on_frame(self, peer_id: str, payload: bytes) -> None:
+        self.last_heard[peer_id] = time.time()
         event = self.driver.receive_frame(peer_id, payload)
         if event is not None:
             await self.queue.put(event)
@@ -155,7 +173,9 @@ class NodeRuntime:
             tx = Tx.decode(raw)
         except DecodeError as e:
             raise MalformedTx(f"not a canonical signed tx: {e}") from None
+        start = time.perf_counter()
         tx.check_stateless(self.chain_id)
+        self.metrics.signature.observe(time.perf_counter() - start)
         if tx.kind == EVIDENCE:
             self._check_evidence(tx)
         account = self.store.state.account(tx.sender_address)
@@ -197,6 +217,7 @@ class NodeRuntime:
             self._waiters.setdefault(tx.tx_id, []).append(future)
         try:
             self.queue.put_nowait(ClientTx(tx))
+            self._time_submit(tx.tx_id)
         except asyncio.QueueFull:
             self.errors["overloaded"] += 1
             if future is not None:
@@ -210,6 +231,42 @@ class NodeRuntime:
             futures.remove(future)
         if not futures:
             self._waiters.pop(tx_id, None)
+
+    def _consensus_marks(self) -> tuple[int, bool, int] | None:
+        """(view, view active, stable checkpoint) of a PBFT replica; None for PoW."""
+        st = self.replica.status()
+        return (
+            (st.view, st.view_active, st.stable_checkpoint) if isinstance(st, PbftStatus) else None
+        )
+
+    def _notice_consensus(self) -> None:
+        """Tell subscribers of the view changes and stable checkpoints of the last turn."""
+        marks = self._consensus_marks()
+        if marks is None or marks == self._seen:
+            return
+        before, self._seen = self._seen, marks
+        assert before is not None
+        if marks[:2] != before[:2]:
+            self.hub.notice({"type": "view_change", "view": marks[0], "active": marks[1]})
+        if marks[2] != before[2]:
+            self.hub.notice({"type": "checkpoint", "stable": marks[2]})
+
+    def _on_reorg(self, fork: int, depth: int) -> None:
+        self.metrics.reorg_depth.observe(depth)
+        self.hub.notice({"type": "reorg", "fork": fork, "depth": depth})
+
+    def _time_submit(self, tx_id: bytes) -> None:
+        if tx_id not in self._timed:
+            if len(self._timed) >= MAX_TIMED_TXS:
+                del self._timed[next(iter(self._timed))]  # the oldest (dicts keep order)
+            self._timed[tx_id] = time.perf_counter()
+
+    def _time_commit(self, block: Block, receipts: tuple[Any, ...]) -> None:
+        now, timed, latency = time.perf_counter(), self._timed, self.metrics.latency
+        for tx in block.txs:
+            start = timed.pop(tx.tx_id, None)
+            if start is not None:
+                latency.observe(now - start)
 
     def _notify(self, block: Block, receipts: tuple[Any, ...]) -> None:
         height = block.height

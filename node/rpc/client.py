@@ -7,7 +7,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from yarl import URL
@@ -25,7 +25,25 @@ class RpcUnavailable(ConnectionError):
     """The node could not be reached, timed out, or did not answer with JSON-RPC."""
 
 
-class RpcClient:
+class Closing:
+    """`async with client:` closes it at the end (for any client with `close`)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class RpcClient(Closing):
     """One keep-alive HTTP session to one node endpoint.
 
     `url` is the JSON-RPC endpoint; a bare `http://host:port` gets the default `/rpc` path.
@@ -43,17 +61,6 @@ class RpcClient:
         self.max_batch: int | None = None
         # Created lazily: an aiohttp session must be created inside the running event loop.
         self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> RpcClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._session is not None:

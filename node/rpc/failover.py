@@ -14,17 +14,16 @@ height once committed), so `wait: "commit"` follows the commit on whichever node
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
-from node.rpc.client import RpcClient, RpcUnavailable
+from node.rpc.client import Closing, RpcClient, RpcUnavailable
 from node.rpc.jsonrpc import RpcError
 
 Members = Sequence[tuple[str, str]]  # (node id, RPC URL), in the order they are tried
 T = TypeVar("T")
 
 
-class FailoverClient:
+class FailoverClient(Closing):
     def __init__(
         self, members: Members, *, timeout: float = 10.0, token: str | None = None
     ) -> None:
@@ -35,17 +34,6 @@ class FailoverClient:
         ]
         self._first = 0  # the member that answered last: tried first
         self.answered_by: str | None = None
-
-    async def __aenter__(self) -> FailoverClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         for _, client in self._clients:

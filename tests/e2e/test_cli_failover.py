@@ -103,3 +103,16 @@ def test_a_named_dead_node_is_not_passed_over_and_the_error_names_it(
     assert out.returncode == 2
     assert "no node answered (tried n0: cannot reach node at" in out.stderr
     assert "n1" not in out.stderr
+
+
+def test_watch_replays_blocks_through_the_others(cluster: ClusterConfig) -> None:
+    out = tally(cluster, "watch", "blocks", "--from-height", "1", "--count", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    event = json.loads(out.stdout.splitlines()[0])
+    assert event["type"] == "block" and event["height"] == 1 and event["txs"] >= 1
+
+
+def test_watch_explains_a_bad_filter(cluster: ClusterConfig) -> None:
+    out = tally(cluster, "watch", "contract", "beef", "--count", "1")
+    assert out.returncode == 1
+    assert "contract must be 64 hex digits, got 'beef'" in out.stderr
