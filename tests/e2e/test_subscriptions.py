@@ -207,3 +207,14 @@ def read_to_end(s: socket.socket) -> str:
 async def status_height(cfg: ClusterConfig) -> int:
     async with RpcClient(cfg.nodes[0].rpc_url) as client:
         return int((await client.call("status"))["height"])
+
+
+async def test_a_bad_sse_subscription_is_http_400_with_why(cluster: ClusterConfig) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base(cluster, 0) + "/subscribe/nope") as resp:
+            assert resp.status == 400
+            assert "unknown stream 'nope'" in await resp.text()
+        url = base(cluster, 0) + "/subscribe/txs?account=beef"
+        async with session.get(url) as resp:
+            assert resp.status == 400
+            assert "account must be 40 hex digits" in await resp.text()

@@ -13,7 +13,7 @@ import pytest
 from ledger.store import Store
 from ledger.tx import Tx, transfer
 from node.engines import chain_engines
-from node.process.streaming import pump
+from node.process.streaming import _answer, pump, subscription
 from node.process.subscriptions import Filter, Hub, SubscribeError, Subscriber, parse_place
 from tests.unit.test_store import ALICE, BOB, CAROL, CHAIN, append, make_genesis
 
@@ -175,3 +175,51 @@ def test_a_bad_subscription_is_refused_with_why() -> None:
         Filter("blocks", account=bytes(20))
     with pytest.raises(SubscribeError, match=r"HEIGHT\.INDEX"):
         parse_place("7")
+
+
+def test_garbage_on_the_websocket_gets_a_json_rpc_error_and_changes_nothing() -> None:
+    calls: list[object] = []
+
+    def call(request: object) -> dict[str, object]:
+        calls.append(request)
+        method = request["method"] if isinstance(request, dict) else None
+        if method != "subscribe":
+            raise LookupError(f"method not found: {method!r}")
+        subscription(request["params"])
+        return {"subscription": "s1"}
+
+    assert _answer("{not json", call)["error"]["code"] == -32700
+    assert _answer("[1, 2]", call)["error"]["code"] == -32600
+    assert _answer('{"id": 3, "method": "nope"}', call) == {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "error": {"code": -32601, "message": "method not found: 'nope'"},
+    }
+    bad = _answer(
+        '{"id": 4, "method": "subscribe", "params": {"stream": "blocks", "after": "x"}}', call
+    )
+    assert bad["error"]["code"] == -32602 and "HEIGHT.INDEX" in bad["error"]["message"]
+    assert len(calls) == 2  # parse errors and non-objects never reach a method
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ({}, "stream is required"),
+        ({"stream": "txs", "account": "zz"}, "account must be 40 hex digits"),
+        ({"stream": "contract", "contract": "ab" * 20}, "contract must be 64 hex digits"),
+        ({"stream": "blocks", "from_height": -1}, "from_height must be a height"),
+        ({"stream": "blocks", "from_height": True}, "from_height must be a height"),
+        ({"stream": "blocks", "from_height": "x"}, "from_height must be a height"),
+    ],
+)
+def test_a_subscribe_call_names_what_is_wrong(params: dict[str, object], why: str) -> None:
+    with pytest.raises(SubscribeError, match=why):
+        subscription(params)
+
+
+def test_a_subscribe_call_reads_its_place_from_after_a_header_or_a_height() -> None:
+    assert subscription({"stream": "txs", "after": "5.2"}) == (Filter("txs"), (5, 2))
+    assert subscription({"stream": "txs"}, last_event_id="7.0") == (Filter("txs"), (7, 0))
+    assert subscription({"stream": "blocks", "from_height": "3"}) == (Filter("blocks"), (3, -1))
+    assert subscription({"stream": "blocks"}) == (Filter("blocks"), None)
