@@ -216,14 +216,20 @@ class Hub:
         the same step as the last height replayed, so no block falls between the two."""
         height, skip = after
         height = max(height, 0)
-        count = 0
+        count, last, sent = 0, -1, 0  # the last height replayed, and how many events it had
         while not sub.closed:
             if height > self.store.height:
-                self.live.add(sub)
-                return
-            events = [(i, e) for i, e in enumerate(self.events_at(sub.filter, height)) if i > skip]
-            skip = -1
-            await sub.put(height, events)
+                # the head's height may have gained notices while `put` waited
+                grown = self.events_at(sub.filter, last)[sent:] if last == self.store.height else []
+                if not grown:
+                    self.live.add(sub)
+                    return
+                await sub.put(last, [(sent + i, e) for i, e in enumerate(grown)])
+                sent += len(grown)
+                continue
+            found = self.events_at(sub.filter, height)
+            await sub.put(height, [(i, e) for i, e in enumerate(found) if i > skip])
+            last, sent, skip = height, len(found), -1
             height += 1
             count += 1
             if count % REPLAY_YIELD == 0:

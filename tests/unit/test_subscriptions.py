@@ -223,3 +223,24 @@ def test_a_subscribe_call_reads_its_place_from_after_a_header_or_a_height() -> N
     assert subscription({"stream": "txs"}, last_event_id="7.0") == (Filter("txs"), (7, 0))
     assert subscription({"stream": "blocks", "from_height": "3"}) == (Filter("blocks"), (3, -1))
     assert subscription({"stream": "blocks"}) == (Filter("blocks"), None)
+
+
+async def test_a_notice_at_the_head_while_the_replay_waits_is_not_lost(tmp_path: Path) -> None:
+    chain = Chain(open_store(tmp_path), limit=1)
+    chain.commit(1)
+    chain.hub.notice({"n": 1})  # at height 1
+    chain.commit(1)
+    chain.hub.notice({"n": 2})  # at height 2, the head
+    sub = chain.hub.subscribe(Filter("events"), (0, -1))
+    await settle()  # no reader: the replay queued n1 and waits with n2
+    assert sub not in chain.hub.live
+    chain.hub.notice({"n": 3})  # not live yet, so not offered: the replay must find it
+    got: Got = []
+    task = reader(sub, got)
+    await settle()
+    chain.hub.notice({"n": 4})  # live now
+    await settle()
+    assert got == [("1.0", {"n": 1}), ("2.0", {"n": 2}), ("2.1", {"n": 3}), ("2.2", {"n": 4})]
+    chain.hub.unsubscribe(sub)
+    await task
+    chain.store.close()
