@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ledger.contract import MAX_WINDOW, Context, ContractError, ContractRecord, Effect
+from ledger.contract import (
+    MAX_WINDOW,
+    Context,
+    ContractError,
+    ContractRecord,
+    ContractSummary,
+    Effect,
+)
 from ledger.crypto import ADDRESS_SIZE
 from ledger.encoding import MAX_INT, Struct, Tag
 
@@ -113,6 +120,10 @@ class ExchangeEngine:
     def deadline(self, record: ContractRecord) -> int | None:
         ex = Exchange.decode(record.data)
         return ex.deadline if ex.stage in STAGES else None
+
+    def describe(self, record: ContractRecord) -> ContractSummary:
+        ex = Exchange.decode(record.data)
+        return ContractSummary(ex.stage, (ex.seller, ex.buyer))
 
     def on_deadline(self, record: ContractRecord, ctx: Context) -> Effect:
         ex = Exchange.decode(record.data)

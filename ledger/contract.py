@@ -72,6 +72,15 @@ class Effect:
     burn: int = 0  # out of escrow, to BURN_ADDRESS
 
 
+@dataclass(frozen=True)
+class ContractSummary:
+    """What a contract listing is searched by: where the contract stands, in its engine's
+    own words (a stage or phase), and every address taking part in it."""
+
+    phase: str
+    parties: tuple[bytes, ...]
+
+
 class Engine(Protocol):
     name: str
 
@@ -84,6 +93,9 @@ class Engine(Protocol):
         end of the first block whose timestamp is at or past it."""
 
     def on_deadline(self, record: ContractRecord, ctx: Context) -> Effect: ...
+
+    def describe(self, record: ContractRecord) -> ContractSummary:
+        """Its phase and parties, for the store's contract index (ledger/store.py)."""
 
 
 Engines = Mapping[str, Engine]  # engine name -> engine: what a State can execute

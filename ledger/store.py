@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ledger import smt
+from ledger import index, smt
 from ledger.block import Block, BlockHeader, Genesis, check_successor, tx_root
 from ledger.contract import Engines
 from ledger.encoding import DecodeError, Tag
@@ -161,7 +161,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + index.SCHEMA)
             self.nodes = SqliteNodeStore(self._db, parts=self.parts)
             stored = self._db.execute("SELECT value FROM meta WHERE key='genesis'").fetchone()
             if stored is None:
@@ -173,6 +173,9 @@ class Store:
             self._reslice_stale()
             self._stale_leaves = self._load_stale_leaves()
             self.state, self.last_header = self._load()
+            if not index.is_built(self._db):  # a store written before the indexes existed
+                with self._transaction():
+                    index.build(self._db, self.engines, self.state.contracts)
             self.tx_count: int = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
             if verify is not None:
                 self.check_head()
@@ -261,6 +264,7 @@ class Store:
             self._db.execute("INSERT INTO meta VALUES ('state_parts', ?)", (self.parts,))
             self._insert_block(Block(genesis_header(genesis), (), b""), ())
             self._write_state(0)
+            index.mark_built(self._db)
 
     def _meta_int(self, key: str, default: int) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -346,6 +350,7 @@ class Store:
                     if tx.kind == EVIDENCE and r.ok
                 ],
             )
+            index.index_contracts(self._db, self.engines, self.state.contracts, state.contracts)
         self.state, self.last_header = state, block.header
         state.release_delta()  # used: a kept State need not hold its block's node hashes
         self.tx_count += len(block.txs)
@@ -377,8 +382,11 @@ class Store:
             for table in ("blocks", "txs", "evidence", "smt_stale", "smt_stale_leaves"):
                 self._db.execute(f"DELETE FROM {table} WHERE height > ?", (fork_height,))
             self._stale_leaves = self._load_stale_leaves()
+            index.forget_above(self._db, fork_height)
             for block, receipts in blocks:
                 self._insert_block(block, receipts)
+            kept = index.indexed(self._db, self.state.contracts)
+            index.index_contracts(self._db, self.engines, kept, state.contracts)
             # What the fork's state and the abandoned head had that the new head has not.
             # (Nodes that abandoned blocks wrote and replaced within their branch are not
             # tracked, and stay: a reorganisation is rare and short.)
@@ -402,6 +410,7 @@ class Store:
                 for i, (tx, r) in enumerate(zip(block.txs, receipts, strict=True))
             ],
         )
+        index.index_txs(self._db, h, block.txs)
 
     def state_at(self, height: int) -> State:
         """The state after the block at `height`, if it is still kept (else MissingNode)."""
@@ -653,6 +662,28 @@ class Store:
             for tx_id, raw, height, idx, reason in rows:
                 found[bytes(tx_id)] = TxRecord(Tx.decode(bytes(raw)), height, idx, reason)
         return found
+
+    # -- the indexed queries (ledger/index.py) ----------------------------------------------
+
+    def account_txs(self, address: bytes, start: tuple[int, int], limit: int) -> list[TxRecord]:
+        """`address`'s txs (signed by it, or transfers to it) from place (height, index)
+        `start` on, in chain order: at most `limit`."""
+        return [
+            TxRecord(Tx.decode(raw), height, i, reason)
+            for height, i, raw, reason in index.account_page(self._db, address, start, limit)
+        ]
+
+    def contracts(self, query: index.ContractQuery) -> list[index.ContractEntry]:
+        return index.contract_page(self._db, query)
+
+    def block_summaries(self, first: int, last: int) -> list[tuple[BlockHeader, bytes, int]]:
+        """(header, proof, tx count) of the blocks first..last, at most index.MAX_PAGE."""
+        rows = self._db.execute(
+            "SELECT header, proof, n_txs FROM blocks WHERE height BETWEEN ? AND ? "
+            "ORDER BY height LIMIT ?",
+            (first, last, index.MAX_PAGE),
+        )
+        return [(BlockHeader.decode(bytes(h)), bytes(p), n) for h, p, n in rows]
 
     # -- what consensus signed, kept so a restarted replica never contradicts itself ---------
 

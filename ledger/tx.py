@@ -51,6 +51,15 @@ class Tx(Struct):
             object.__setattr__(self, "_addr", cached)
         return cached
 
+    @property
+    def accounts(self) -> tuple[bytes, ...]:
+        """The addresses whose history the tx is part of: its sender, and a transfer's
+        recipient (a contract's parties are found through the contract: ledger/store.py)."""
+        to = self.payload.get("to") if self.kind == TRANSFER else None
+        if isinstance(to, bytes) and to != self.sender_address:
+            return (self.sender_address, to)
+        return (self.sender_address,)
+
     def check_stateless(self, chain_id: str) -> None:
         """Everything that can be checked without state: shape, chain id, payload, signature."""
         if self.chain_id != chain_id:

@@ -35,7 +35,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.kernel.rule import Rule, Seats, Settlement
-from ledger.contract import MAX_WINDOW, Context, ContractError, ContractRecord, Effect
+from ledger.contract import (
+    MAX_WINDOW,
+    Context,
+    ContractError,
+    ContractRecord,
+    ContractSummary,
+    Effect,
+)
 from ledger.crypto import ADDRESS_SIZE
 from ledger.encoding import MAX_INT, Struct, Tag, hash_bytes, pack, unpack
 
@@ -159,6 +166,10 @@ class KernelEngine:
     def deadline(self, record: ContractRecord) -> int | None:
         s = self._decode(record.data)
         return s.deadline if s.phase in PHASES else None
+
+    def describe(self, record: ContractRecord) -> ContractSummary:
+        s = self._decode(record.data)
+        return ContractSummary(s.phase, tuple(dict.fromkeys((s.creator, *s.parties))))
 
     def on_deadline(self, record: ContractRecord, ctx: Context) -> Effect:
         s = self._decode(record.data)

@@ -36,7 +36,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from contracts.risk_sharing.schedule import Schedule, schedule_from_args
-from ledger.contract import MAX_WINDOW, Context, ContractError, ContractRecord, Effect
+from ledger.contract import (
+    MAX_WINDOW,
+    Context,
+    ContractError,
+    ContractRecord,
+    ContractSummary,
+    Effect,
+)
 from ledger.crypto import ADDRESS_SIZE
 from ledger.encoding import MAX_INT, Struct, Tag, hash_bytes, pack
 
@@ -197,6 +204,10 @@ class RiskSharingEngine:
     def deadline(self, record: ContractRecord) -> int | None:
         rs = RiskSharing.decode(record.data)
         return rs.deadline if rs.stage not in CLOSED else None
+
+    def describe(self, record: ContractRecord) -> ContractSummary:
+        rs = RiskSharing.decode(record.data)
+        return ContractSummary(rs.stage, tuple(dict.fromkeys((rs.agent1, rs.agent2, rs.auditor))))
 
     def on_deadline(self, record: ContractRecord, ctx: Context) -> Effect:
         """The defaults; this must never raise (it runs inside block execution)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,9 +21,11 @@ from ledger.tx import transfer
 from node.audit.verify import verify_node
 from node.bench.pbft import add_pbft_arguments
 from node.cli.contract import add_contract_arguments, cmd_contract
+from node.cli.dashboard import add_dashboard_arguments, cmd_dashboard
 from node.cli.design import add_design_arguments, cmd_design
 from node.cli.fault import add_fault_arguments, cmd_check, cmd_fault
 from node.cli.output import console, emit, err
+from node.cli.query import add_query_arguments, cmd_query
 from node.cli.status import all_status, render_status
 from node.cli.watch import add_watch_arguments, cmd_watch
 from node.cluster import broker, launcher
@@ -34,7 +35,7 @@ from node.cluster.config import ClusterConfig, ConfigError, load_config
 from node.cluster.tlscerts import ensure_tls
 from node.faults.spec import FaultError
 from node.rpc.client import RpcUnavailable
-from node.rpc.failover import FailoverClient, Members
+from node.rpc.failover import FailoverClient
 from node.rpc.jsonrpc import RpcError
 from node.sim.command import add_sim_arguments, run_sim_command
 
@@ -144,30 +145,6 @@ def cmd_transfer(args: argparse.Namespace, cfg: ClusterConfig) -> int:
         ),
     )
     return 0 if result["status"] in ("ok", "pending") else 1
-
-
-def cmd_query(args: argparse.Namespace, cfg: ClusterConfig) -> int:
-    members = cfg.rpc_members(args.node)
-    if args.what == "block":
-        result = rpc(members, "get_block", height=int(args.key))
-    elif args.what == "tx":
-        result = rpc(members, "get_tx", tx_id=args.key)
-    else:
-        result = rpc(members, "get_account", address=resolve_address(cfg, args.key).hex())
-    if not args.json:
-        result.pop("raw", None)
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-def rpc(members: Members, method: str, **params: Any) -> Any:
-    """One call, answered by the first of `members` that answers."""
-
-    async def go() -> Any:
-        async with FailoverClient(members, timeout=10.0) as client:
-            return await client.call(method, **params)
-
-    return asyncio.run(go())
 
 
 def cmd_verify(args: argparse.Namespace, cfg: ClusterConfig) -> int:
@@ -299,10 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--node", help="node to submit to (default: the first that answers)")
     tr.add_argument("--json", action="store_true", help="print JSON")
 
-    q = add("query", cmd_query, "show a block, a tx or an account", json_=True)
-    q.add_argument("what", choices=["block", "tx", "account"])
-    q.add_argument("key", help="block height, tx id (hex), or account name/address")
-    q.add_argument("--node", help="node to ask (default: the first that answers)")
+    add_query_arguments(sub, common).set_defaults(fn=cmd_query)
 
     v = add("verify", cmd_verify, "check a node's whole chain from genesis", json_=True)
     v.add_argument("--node", help="only this node (default: every node)")
@@ -323,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_contract_arguments(sub, common)
     sub.choices["contract"].set_defaults(fn=cmd_contract)
     add_watch_arguments(sub, common).set_defaults(fn=cmd_watch)
+    add_dashboard_arguments(sub, common).set_defaults(fn=cmd_dashboard)
     add_design_arguments(sub)
     sub.choices["design"].set_defaults(fn=cmd_design)
 

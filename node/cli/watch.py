@@ -20,7 +20,7 @@ from node.cli.output import console
 from node.cluster.accounts import resolve_address
 from node.cluster.config import ClusterConfig
 from node.rpc.client import RpcUnavailable
-from node.rpc.jsonrpc import RpcError
+from node.rpc.subscribe import subscription
 
 RETRY_PAUSE_S = 1.0
 
@@ -81,23 +81,9 @@ async def watch(
                 await asyncio.sleep(RETRY_PAUSE_S if len(failures) == len(members) else 0)
 
 
-async def _subscription(session: aiohttp.ClientSession, url: str, params: dict[str, Any]) -> Any:
+def _subscription(session: aiohttp.ClientSession, url: str, params: dict[str, Any]) -> Any:
     """(place, event) of one subscription on one node, until it closes."""
-    ws_url = url.removesuffix("/rpc") + "/ws"
-    async with session.ws_connect(ws_url, heartbeat=30) as ws:
-        await ws.send_json({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": params})
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            data = json.loads(msg.data)
-            if "error" in data:
-                raise RpcError(data["error"]["code"], data["error"]["message"])
-            note = data.get("params", {})
-            if "overflow" in note:
-                _show(note["overflow"], False)
-                break
-            for item in note.get("events", []):
-                yield item["id"], item["event"]
+    return subscription(session, url, params, on_overflow=lambda note: _show(note, False))
     raise ConnectionError("the subscription closed")
 
 

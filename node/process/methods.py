@@ -8,6 +8,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ledger import index
 from ledger.block import BlockHeader
 from ledger.crypto import ADDRESS_SIZE
 from ledger.errors import LedgerError, UnknownBlock, UnknownContract, UnknownTx
@@ -18,7 +19,15 @@ from ledger.tx import Tx
 from node.cluster.config import NodeSpec
 from node.process import limits
 from node.process.runtime import NodeRuntime, now_ms
-from node.process.views import account_view, block_view, contract_view, describe_vote, tx_view
+from node.process.views import (
+    account_view,
+    block_summary,
+    block_view,
+    contract_entry_view,
+    contract_view,
+    describe_vote,
+    tx_view,
+)
 from node.rpc.errors import rpc_error
 from node.rpc.jsonrpc import INVALID_PARAMS, Dispatcher, RpcError, param
 
@@ -47,6 +56,13 @@ def hex_param(params: dict[str, Any], name: str, size: int | None = None) -> byt
         raise RpcError(INVALID_PARAMS, f"invalid param {name!r}: expected hex") from None
     if size is not None and len(value) != size:
         raise RpcError(INVALID_PARAMS, f"invalid param {name!r}: expected {size} bytes of hex")
+    return value
+
+
+def count_param(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = param(params, name, int, required=False, default=default)
+    if not low <= value <= high:
+        raise RpcError(INVALID_PARAMS, f"invalid param {name!r}: expected {low}..{high}")
     return value
 
 
@@ -199,6 +215,62 @@ class LedgerMethods:
         view = block_view(block, self.store.get_receipts(height), self.chain_members)
         return view | self.finality(height)
 
+    async def get_blocks(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Blocks `from`..`to` (default: the head) without their txs, at most index.MAX_PAGE;
+        `next` is where the rest of the range starts, or null."""
+        first = count_param(params, "from", 0, 0, self.store.height)
+        last = param(params, "to", int, required=False, default=self.store.height)
+        if last < first:
+            raise RpcError(INVALID_PARAMS, "invalid param 'to': below 'from'")
+        last = min(last, self.store.height)
+        rows = self.store.block_summaries(first, last)
+        end = first + len(rows) - 1
+        return {
+            "blocks": [block_summary(h, p, n, self.chain_members) for h, p, n in rows],
+            "next": end + 1 if end < last else None,
+        }
+
+    async def get_account_txs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """An account's txs (those it signed, and transfers to it) in chain order, from
+        `from_height` (and `from_index` within it): a page of at most `limit`, and `next`,
+        the place the following page starts at, or null."""
+        address = hex_param(params, "address", ADDRESS_SIZE)
+        start = (
+            count_param(params, "from_height", 0, 0, 2**63 - 1),
+            count_param(params, "from_index", 0, 0, 2**63 - 1),
+        )
+        limit = count_param(params, "limit", index.MAX_PAGE, 1, index.MAX_PAGE)
+        records = self.store.account_txs(address, start, limit + 1)  # one more: is there a next?
+        more = records[limit] if len(records) > limit else None
+        return {
+            "address": address.hex(),
+            "txs": [
+                {"height": r.height, "index": r.index, **tx_view(r.tx, r.reason)}
+                for r in records[:limit]
+            ],
+            "next": {"from_height": more.height, "from_index": more.index} if more else None,
+        }
+
+    async def list_contracts(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Contracts by `engine`, `phase` (its engine's stage or phase), `party` (an
+        address taking part) and `active`, in id order after `after`: a page of at most
+        `limit`, and `next`, the `after` of the following page, or null."""
+        party = hex_param(params, "party", ADDRESS_SIZE) if params.get("party") else None
+        limit = count_param(params, "limit", index.MAX_PAGE, 1, index.MAX_PAGE)
+        query = index.ContractQuery(
+            engine=param(params, "engine", str, required=False),
+            phase=param(params, "phase", str, required=False),
+            party=party,
+            active=param(params, "active", bool, required=False),
+            after=hex_param(params, "after", 32) if params.get("after") else b"",
+            limit=limit + 1,
+        )
+        entries = self.store.contracts(query)
+        return {
+            "contracts": [contract_entry_view(e) for e in entries[:limit]],
+            "next": entries[limit - 1].contract_id.hex() if len(entries) > limit else None,
+        }
+
     async def get_tx(self, params: dict[str, Any]) -> dict[str, Any]:
         tx_id = hex_param(params, "tx_id", 32)
         record = self.store.get_tx(tx_id)
@@ -302,6 +374,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "submit_tx": ("tx", "wait"),
     "submit_txs": ("txs",),
     "get_block": ("height", "txs"),
+    "get_blocks": ("from", "to"),
+    "get_account_txs": ("address", "from_height", "from_index", "limit"),
+    "list_contracts": ("engine", "phase", "party", "active", "after", "limit"),
     "get_tx": ("tx_id",),
     "get_account": ("address", "height", "proof"),
     "members": (),

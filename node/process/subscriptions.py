@@ -32,8 +32,8 @@ from typing import Any
 from ledger.block import Block, Member
 from ledger.state import Receipt
 from ledger.store import Store
-from ledger.tx import CONTRACT, EVIDENCE, TRANSFER, Tx
-from node.process.views import block_view, tx_view
+from ledger.tx import CONTRACT, EVIDENCE, Tx
+from node.process.views import block_summary, tx_view
 
 STREAMS = ("blocks", "txs", "contract", "events")
 NOTICES_KEPT = 1024  # consensus events this node saw, kept for resuming the `events` stream
@@ -80,17 +80,13 @@ def block_events(
     """The events of stream `f` that the block at its height makes, in order."""
     h = block.header.height
     if f.stream == "blocks":
-        view = block_view(block, receipts, members)
-        summary = {k: view[k] for k in ("height", "hash", "parent", "timestamp_ms", "proposer")}
-        return [
-            {"type": "block", **summary, "txs": len(block.txs), "certificate": view["certificate"]}
-        ]
+        return [block_summary(block.header, block.proof, len(block.txs), members)]
     out = []
     for i, (tx, r) in enumerate(zip(block.txs, receipts, strict=True)):
-        if f.stream == "txs" and (f.account is None or f.account in _parties(tx)):
+        if f.stream == "txs" and (f.account is None or f.account in tx.accounts):
             out.append({"type": "tx", "height": h, "index": i, **tx_view(tx, r.reason)})
         elif f.stream == "contract" and tx.kind == CONTRACT:
-            cid = tx.payload.get("contract") or tx.tx_id  # a creation's id is its tx's
+            cid = tx.payload["id"] or tx.tx_id  # a creation's id is its tx's
             if f.contract is None or f.contract == cid:
                 out.append(_contract_event(tx, r, h, i, cid))
         elif f.stream == "events" and tx.kind == EVIDENCE:
@@ -105,11 +101,6 @@ def block_events(
                 }
             )
     return out
-
-
-def _parties(tx: Tx) -> tuple[bytes, ...]:
-    to = tx.payload.get("to") if tx.kind == TRANSFER else None
-    return (tx.sender_address, to) if isinstance(to, bytes) else (tx.sender_address,)
 
 
 def _contract_event(tx: Tx, r: Receipt, height: int, index: int, cid: bytes) -> Event:

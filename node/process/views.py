@@ -11,9 +11,10 @@ from contracts.exchange import WINDOWS, Exchange
 from contracts.kernel.engine import PHASES, KernelEngine, Sealed
 from contracts.risk_sharing import engine as risk
 from contracts.risk_sharing.schedule import schedule_args
-from ledger.block import Block, Member
+from ledger.block import Block, BlockHeader, Member
 from ledger.contract import ContractRecord
 from ledger.encoding import DecodeError, Tag, decode_any, unpack
+from ledger.index import ContractEntry
 from ledger.state import Account, Receipt
 from ledger.tx import Tx
 from node.engines import chain_engines
@@ -55,20 +56,57 @@ def block_view(
         "receipts_root": h.receipts_root.hex(),
         "state_root": h.state_root.hex(),
         "txs": [tx_view(tx, r.reason) for tx, r in zip(block.txs, receipts, strict=True)],
-        "certificate": None,
         "raw": block.encode().hex(),
     }
-    if block.proof and block.proof[0] == Tag.POW_SEAL:
-        seal = PowSeal.decode(block.proof)
-        view["pow"] = {"bits": f"{seal.bits:#010x}", "nonce": seal.nonce.hex()}
-    elif block.proof:
-        try:
-            cert = CommitCertificate.decode(block.proof)
-            signers = [members[c.replica].node_id for c in cert.commits if c.replica < len(members)]
-            view["certificate"] = {"view": cert.view, "signers": signers}
-        except DecodeError:
-            view["certificate"] = {"error": "unreadable"}
-    return view
+    return view | proof_view(block.proof, members)
+
+
+def proof_view(proof: bytes, members: tuple[Member, ...]) -> dict[str, Any]:
+    """What makes a block final: a PBFT commit certificate (who signed it), or a PoW seal."""
+    if proof and proof[0] == Tag.POW_SEAL:
+        seal = PowSeal.decode(proof)
+        return {
+            "certificate": None,
+            "pow": {"bits": f"{seal.bits:#010x}", "nonce": seal.nonce.hex()},
+        }
+    if not proof:
+        return {"certificate": None}
+    try:
+        cert = CommitCertificate.decode(proof)
+    except DecodeError:
+        return {"certificate": {"error": "unreadable"}}
+    signers = [members[c.replica].node_id for c in cert.commits if c.replica < len(members)]
+    return {"certificate": {"view": cert.view, "signers": signers}}
+
+
+def block_summary(
+    header: BlockHeader, proof: bytes, n_txs: int, members: tuple[Member, ...]
+) -> dict[str, Any]:
+    """A block without its txs: a `blocks` subscription's event, and a get_blocks row."""
+    return {
+        "type": "block",
+        "height": header.height,
+        "hash": header.sha256().hex(),
+        "parent": header.parent.hex(),
+        "timestamp_ms": header.timestamp_ms,
+        "proposer": header.proposer,
+        "txs": n_txs,
+        "certificate": proof_view(proof, members)["certificate"],
+    }
+
+
+def contract_entry_view(e: ContractEntry) -> dict[str, Any]:
+    """A row of the contract listing (list_contracts); get_contract has the whole contract."""
+    return {
+        "id": e.contract_id.hex(),
+        "engine": e.engine,
+        "phase": e.phase,
+        "active": e.active,
+        "deadline": e.deadline,
+        "parties": [p.hex() for p in e.parties],
+        "created_height": e.created_height,
+        "escrow": e.escrow,
+    }
 
 
 def account_view(account: Account, next_nonce: int) -> dict[str, Any]:

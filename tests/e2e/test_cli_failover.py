@@ -20,7 +20,7 @@ from node.cluster.config import ClusterConfig
 from tests.helpers.livecluster import live_cluster
 from tests.helpers.wait import wait_for
 
-ACCOUNTS = {"alice": 1_000_000, "bob": 1_000_000}
+ACCOUNTS = {"alice": 1_000_000, "bob": 1_000_000, "carol": 1_000}
 LONG = 1000  # blocks: the offer's windows outlast the test
 
 
@@ -94,6 +94,43 @@ def test_a_contract_is_offered_and_shown_through_the_others(cluster: ClusterConf
     cid = tally_json(cluster, "contract", "exchange", *offer)["contract_id"]
     view = tally_json(cluster, "contract", "exchange", "show", "--id", cid)
     assert view["stage"] == "await_accept"
+    listed = tally_json(cluster, "query", "contracts", "--active", "--party", "bob")
+    row = next(c for c in listed["contracts"] if c["id"] == cid)
+    assert (row["engine"], row["phase"], row["active"]) == ("exchange", "await_accept", True)
+    assert row["created_height"] == tally_json(cluster, "query", "tx", cid)["height"]
+    assert row["deadline"] == view["deadline"]
+    table = tally(cluster, "query", "contracts", "--phase", "await_accept")
+    assert table.returncode == 0 and cid[:16] in table.stdout
+
+
+def test_an_accounts_history_and_a_block_range_through_the_others(cluster: ClusterConfig) -> None:
+    sent = [
+        tally_json(
+            cluster, "tx", "transfer", "--from", "carol", "--to", "alice", "--amount", "1", "--wait"
+        )
+        for _ in range(3)
+    ]
+    history = tally_json(cluster, "query", "txs", "carol", "--limit", "2")
+    assert [t["tx_id"] for t in history["txs"]] == [s["tx_id"] for s in sent[:2]]
+    rest = tally_json(
+        cluster,
+        "query",
+        "txs",
+        "carol",
+        "--from-height",
+        str(history["next"]["from_height"]),
+        "--from-index",
+        str(history["next"]["from_index"]),
+    )
+    assert [t["tx_id"] for t in rest["txs"]] == [sent[2]["tx_id"]] and rest["next"] is None
+    table = tally(cluster, "query", "txs", "carol", "--limit", "2")
+    assert "more: tally query txs carol --from-height" in table.stdout
+    blocks = tally_json(
+        cluster, "query", "blocks", str(sent[0]["height"]), "--to", str(sent[2]["height"])
+    )
+    assert [b["height"] for b in blocks["blocks"]] == list(
+        range(sent[0]["height"], sent[2]["height"] + 1)
+    )
 
 
 def test_a_named_dead_node_is_not_passed_over_and_the_error_names_it(

@@ -31,7 +31,7 @@ from consensus.pbft.proofs import valid_new_view, verify_certificate
 from consensus.pbft.replica import STATUS_TIMER, Replica
 from contracts.exchange import Exchange
 from ledger.block import Batch, Block
-from ledger.contract import ContractError, ContractRecord, Effect
+from ledger.contract import ContractError, ContractRecord, ContractSummary, Effect
 from ledger.encoding import Struct
 from ledger.errors import InvalidBlock
 from ledger.state import State
@@ -422,6 +422,9 @@ class _Clock:
 
     def on_deadline(self, record: ContractRecord, ctx: object) -> Effect:
         return Effect(record.data, False)
+
+    def describe(self, record: ContractRecord) -> ContractSummary:
+        return ContractSummary("ticking", ())
 
 
 def proposals(actions: list[object]) -> list[PrePrepare]:

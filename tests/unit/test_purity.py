@@ -70,7 +70,8 @@ def test_pure_package_does_no_io(path: Path) -> None:
 
 
 def test_sqlite_only_in_the_store() -> None:
-    stores = ("store.py", "smtstore.py")  # the chain's store and the state tree's node store
+    # the chain's store, its query indexes, and the state tree's node store
+    stores = ("store.py", "index.py", "smtstore.py")
     users = [p for p in pure_files() if "sqlite3" in p.read_text() and p.name not in stores]
     assert users == []
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from ledger.contract import engine_table
 from ledger.store import Store
 from ledger.tx import Tx, transfer
 from node.engines import chain_engines
 from node.process.streaming import _answer, pump, subscription
 from node.process.subscriptions import Filter, Hub, SubscribeError, Subscriber, parse_place
+from tests.helpers.toyengine import ToyEngine, toy_call
 from tests.unit.test_store import ALICE, BOB, CAROL, CHAIN, append, make_genesis
 
 Got = list[tuple[str, dict[str, object]]]
@@ -244,3 +246,27 @@ async def test_a_notice_at_the_head_while_the_replay_waits_is_not_lost(tmp_path:
     chain.hub.unsubscribe(sub)
     await task
     chain.store.close()
+
+
+async def test_a_contract_stream_follows_one_contract_from_its_creation(tmp_path: Path) -> None:
+    """Both a creation (whose id is its tx's) and a later call naming the contract by id."""
+    store = Store(tmp_path / "chain.db", make_genesis(), engines=engine_table(ToyEngine()))
+    hub = Hub(store, make_genesis().members, 100)
+    create = toy_call(ALICE, CHAIN, 0, "create", b"", {"phase": "a", "parties": [BOB.address]})
+    other = toy_call(ALICE, CHAIN, 1, "create", b"", {"phase": "a", "parties": []})
+    move = toy_call(ALICE, CHAIN, 2, "move", create.tx_id, {"phase": "b"})
+    for txs in ([create, other], [move]):
+        item = append(store, txs)
+        hub.on_commit(item.block, item.receipts)
+    sub = hub.subscribe(Filter("contract", contract=create.tx_id), (0, -1))
+    got: Got = []
+    task = reader(sub, got)
+    await settle()
+    assert [(e["op"], e["tx_id"], e["status"]) for _, e in got] == [
+        ("create", create.tx_id.hex(), "ok"),
+        ("move", move.tx_id.hex(), "ok"),
+    ]
+    assert {e["contract_id"] for _, e in got} == {create.tx_id.hex()}
+    hub.unsubscribe(sub)
+    await task
+    store.close()
